@@ -1,0 +1,57 @@
+"""Command line: `python -m ipymini -f CONNECTION_FILE` runs a kernel; `python -m ipymini install` installs the kernelspec."""
+import argparse, logging, os, sys
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message): self.exit(2, f"{self.prog}: error: {message}\n")
+
+def install_main(argv):
+    p = _Parser(prog="python -m ipymini install", description="Install the ipymini kernelspec so Jupyter can find it.")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--user', action='store_true', help="install for the current user")
+    g.add_argument('--sys-prefix', action='store_true', help="install into this Python's prefix (e.g. the venv)")
+    g.add_argument('--prefix', metavar='DIR', help="install into DIR/share/jupyter/kernels")
+    p.add_argument('--name', default='ipymini', help="kernelspec name (default: ipymini)")
+    p.add_argument('--display-name', help="name shown in front ends (default: 'Python 3 (ipymini)')")
+    p.add_argument('--env', nargs=2, metavar=('NAME', 'VALUE'), action='append', help="environment variable set for the kernel")
+    a = p.parse_args(argv)
+    from .kernelspec import install, InstallError
+    try: dest = install(a.name, user=a.user, prefix=a.prefix, sys_prefix=a.sys_prefix, display_name=a.display_name, env=a.env)
+    except InstallError as e: p.exit(1, f"ipymini: {e}\n")
+    print(f"Installed kernelspec {a.name} in {dest}")
+
+def kernel_main(argv):
+    p = _Parser(prog="python -m ipymini", description="Run the ipymini Jupyter kernel. Subcommand: install.")
+    p.add_argument('-f', '--connection-file', metavar='FILE', help="connection file written by the launcher")
+    p.add_argument('--debug', action='store_true', help="log every message")
+    a = p.parse_args(argv)
+    logging.basicConfig(stream=sys.__stderr__, level=logging.DEBUG if a.debug else logging.WARNING,
+                        format="[ipymini %(levelname)s %(asctime)s] %(message)s")
+    from .kernel import Kernel, KernelStartError, load_connection
+    try:
+        if a.connection_file: cfg,path = load_connection(a.connection_file),a.connection_file
+        else: cfg,path = new_connection()
+        kernel = Kernel(cfg, path)
+    except KernelStartError as e: p.exit(1, f"ipymini: {e}\n")
+    if not a.connection_file: print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
+    kernel.run()
+
+def new_connection():
+    "A fresh connection (random ports, new key) written to Jupyter's runtime dir, for `python -m ipymini` run by hand."
+    import uuid
+    from jupyter_core.paths import jupyter_runtime_dir
+    d = jupyter_runtime_dir()
+    os.makedirs(d, exist_ok=True)
+    cfg = dict(transport='tcp', ip='127.0.0.1', key=uuid.uuid4().hex, signature_scheme='hmac-sha256', kernel_name='ipymini')
+    return cfg,os.path.join(d, f"kernel-ipymini-{os.getpid()}.json")
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ['install']: return install_main(argv[1:])
+    kernel_main(argv)
+    import atexit
+    atexit._run_exitfuncs()
+    sys.__stdout__.flush()
+    sys.__stderr__.flush()
+    os._exit(0)  # the sockets' threads are done; skip a finalizer that could wait on them
+
+if __name__ == '__main__': main()

@@ -1,0 +1,82 @@
+"""Socket-owning threads: each ZMQ socket is read and written by one thread; other threads hand it frames."""
+import os, threading, logging
+from collections import deque
+import zmq
+
+__all__ = ['Outbox', 'Channel']
+log = logging.getLogger('ipymini')
+
+class Outbox:
+    "Frames queued by any thread for the thread that owns a socket; a pipe wakes that thread's poller."
+    def __init__(self):
+        self.q = deque()
+        self.rfd,self.wfd = os.pipe()
+        os.set_blocking(self.rfd, False)
+        os.set_blocking(self.wfd, False)
+
+    def wake(self):
+        try: os.write(self.wfd, b'.')
+        except BlockingIOError: pass  # the pipe is full of wake-ups already
+
+    def put(self, frames):
+        self.q.append(frames)
+        self.wake()
+
+    def clear_wake(self):
+        try: os.read(self.rfd, 65536)
+        except BlockingIOError: pass
+
+    def close(self):
+        for fd in (self.rfd, self.wfd): os.close(fd)
+
+class Channel(threading.Thread):
+    "A thread that owns `sock`: it sends what the outbox holds and hands each incoming frame list to `on_recv`."
+    def __init__(self, name, sock, on_recv, on_wake=None):
+        super().__init__(name=f"ipymini-{name}", daemon=True)
+        self.sock,self.on_recv,self.on_wake = sock,on_recv,on_wake
+        self.outbox,self.running,self.timeout = Outbox(),True,None
+
+    def send(self, frames):
+        "Send `frames` on this channel's socket from any thread, keeping the order of earlier sends."
+        if threading.get_ident() == self.ident and not self.outbox.q: return self._send(frames)
+        self.outbox.put(frames)
+
+    def _send(self, frames):
+        try: self.sock.send_multipart(frames, copy=False)
+        except zmq.ZMQError as e: log.warning("%s: send failed: %s", self.name, e)
+
+    def call(self, fn):
+        "Run `fn()` on this channel's thread, after the messages it has already received."
+        self.outbox.put(fn)
+
+    def flush(self):
+        q = self.outbox.q
+        while q:
+            item = q.popleft()
+            if not callable(item): self._send(item)
+            else:
+                try: item()
+                except Exception: log.exception("%s: error in a scheduled call", self.name)
+
+    def stop(self):
+        self.running = False
+        self.outbox.wake()
+
+    def run(self):
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.outbox.rfd, zmq.POLLIN)
+        while self.running:
+            try: events = dict(poller.poll(self.timeout))
+            except zmq.ZMQError: break
+            if self.outbox.rfd in events: self.outbox.clear_wake()
+            if self.on_wake: self.on_wake()
+            if self.sock in events:
+                for _ in range(1000):  # a burst costs one poll, and a flood cannot starve the outbox
+                    try: frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again: break
+                    except zmq.ZMQError: return
+                    try: self.on_recv(frames)
+                    except Exception: log.exception("%s: error handling a message", self.name)
+            self.flush()
+        self.flush()

@@ -1,0 +1,270 @@
+"""The kernel: binds the sockets, owns the threads, and routes each message to its handler."""
+import asyncio, atexit, json, logging, os, signal, sys, threading, time
+import zmq
+from . import __version__
+from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION
+from .channels import Channel
+from .iopub import IOPub
+from .streams import OutStream, current_parent, set_default_parent
+from .subshells import Subshell
+from . import bridge
+
+__all__ = ['Kernel', 'KernelStartError', 'reply_type']
+log = logging.getLogger('ipymini')
+
+class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
+
+PORTS = ('shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port')
+HELP_LINKS = [dict(text=t, url=u) for t,u in [
+    ("Python Reference", f"https://docs.python.org/{sys.version_info.major}.{sys.version_info.minor}"),
+    ("IPython Reference", "https://ipython.readthedocs.io/en/stable/"), ("NumPy Reference", "https://numpy.org/doc/stable/reference/"),
+    ("SciPy Reference", "https://docs.scipy.org/doc/scipy/reference/"), ("Matplotlib Reference", "https://matplotlib.org/stable/contents.html"),
+    ("SymPy Reference", "http://docs.sympy.org/latest/index.html"), ("pandas Reference", "https://pandas.pydata.org/pandas-docs/stable/")]]
+
+def reply_type(msg_type): return msg_type.rsplit('_', 1)[0] + '_reply'
+
+def load_connection(path):
+    "Read a connection file; every problem becomes a KernelStartError naming it."
+    try:
+        with open(path) as f: cfg = json.load(f)
+    except OSError as e: raise KernelStartError(f"cannot read connection file {path}: {e.strerror}") from None
+    except ValueError as e: raise KernelStartError(f"connection file {path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict): raise KernelStartError(f"connection file {path} must hold a JSON object")
+    for p in PORTS:
+        if not isinstance(cfg.get(p, 0), int): raise KernelStartError(f"connection file {path}: {p} must be an integer")
+    if not isinstance(cfg.get('key', ''), str): raise KernelStartError(f"connection file {path}: key must be a string")
+    return cfg
+
+# Shape of the requests whose handlers read fields: field -> type (int fields are checked non-negative too)
+SCHEMA = dict(execute_request=dict(code=str), complete_request=dict(code=str), inspect_request=dict(code=str),
+              is_complete_request=dict(code=str))
+OPTIONAL = dict(silent=bool, store_history=bool, allow_stdin=bool, stop_on_error=bool, user_expressions=dict,
+                cursor_pos=int, detail_level=int)
+
+def check_content(msg):
+    "Raise WireError when a request's content lacks a field its handler needs, or a field has the wrong type."
+    c = msg['content']
+    for k,t in SCHEMA.get(msg['msg_type'], {}).items():
+        if not isinstance(c.get(k), t): raise WireError(f"{msg['msg_type']}: '{k}' must be a {t.__name__}", ename='BadRequest')
+    for k,t in OPTIONAL.items():
+        v = c.get(k)
+        if v is None: continue
+        if not isinstance(v, t) or (t is int and (isinstance(v, bool) or v < 0)):
+            raise WireError(f"{msg['msg_type']}: '{k}' must be a {'non-negative ' if t is int else ''}{t.__name__}", ename='BadRequest')
+    if 'cursor_pos' in c and isinstance(c.get('code'), str) and c['cursor_pos'] is not None and c['cursor_pos'] > len(c['code']):
+        raise WireError(f"{msg['msg_type']}: cursor_pos {c['cursor_pos']} is past the end of the code ({len(c['code'])})", ename='BadRequest')
+
+class Kernel:
+    "One kernel process: sockets bound from a connection file, a thread per socket, IPython on the main thread."
+    def __init__(self, cfg, connection_file=None):
+        self.cfg,self.connection_file = cfg,connection_file
+        try: self.wire = Wire(cfg.get('key', ''), cfg.get('signature_scheme', 'hmac-sha256'))
+        except ValueError as e: raise KernelStartError(str(e)) from None
+        self.ctx = zmq.Context()
+        self.ctx.setsockopt(zmq.LINGER, 1000)
+        types = dict(shell_port=zmq.ROUTER, control_port=zmq.ROUTER, stdin_port=zmq.ROUTER, iopub_port=zmq.XPUB, hb_port=zmq.ROUTER)
+        socks = {p: self._bind(self.ctx.socket(types[p]), p) for p in PORTS}
+        self.iopub = IOPub(socks['iopub_port'], self.wire)
+        self.shell_ch = Channel('shell', socks['shell_port'], self.on_shell)
+        self.control_ch = Channel('control', socks['control_port'], self.on_control)
+        self.stdin_ch = Channel('stdin', socks['stdin_port'], self.on_stdin)
+        self.hb_sock = socks['hb_port']
+        self.shell_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
+            complete_request=self.on_complete, inspect_request=self.on_inspect, is_complete_request=self.on_is_complete,
+            history_request=self.on_history, comm_info_request=self.comm_info, shutdown_request=self.on_shutdown)
+        self.control_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
+            shutdown_request=self.on_shutdown, interrupt_request=self.on_interrupt)
+        self.queued_types = {'execute_request'}
+        self.stopping = False
+        if connection_file and any(not cfg.get(p) for p in PORTS): self._write_connection_file()
+
+    def _bind(self, sock, port):
+        transport,ip = self.cfg.get('transport', 'tcp'),self.cfg.get('ip', '127.0.0.1')
+        n = self.cfg.get(port, 0)
+        try:
+            if transport == 'ipc':
+                if not n: n = next(i for i in range(1, 65536) if not os.path.exists(f"{ip}-{i}"))
+                sock.bind(f"ipc://{ip}-{n}")
+            elif n: sock.bind(f"tcp://{ip}:{n}")
+            else: n = sock.bind_to_random_port(f"tcp://{ip}")
+        except zmq.ZMQError as e: raise KernelStartError(f"cannot bind {port} {n} on {transport}://{ip}: {e.strerror}") from None
+        self.cfg[port] = n
+        return sock
+
+    def _write_connection_file(self):
+        with open(self.connection_file, 'w') as f: json.dump(self.cfg, f, indent=2)
+
+    # ---- sending ----
+    def reply(self, ch, msg, content, msg_type=None, metadata=None):
+        "Send the reply to request `msg` on channel `ch` (from any thread)."
+        ch.send(self.wire.serialize(msg_type or reply_type(msg['msg_type']), content, msg, metadata, msg['idents']))
+
+    def status(self, state, parent): self.iopub.send('status', dict(execution_state=state), parent)
+
+    def error_reply(self, ch, msg, ename, evalue):
+        self.reply(ch, msg, dict(status='error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+
+    # ---- receiving (on the socket threads) ----
+    def parse(self, frames, ch):
+        "A verified message, or None after logging (and answering, where a reply can be addressed) a bad one."
+        try:
+            msg = self.wire.deserialize(frames)
+            check_content(msg)
+            return msg
+        except WireError as e:
+            hdr = e.header or {}
+            log.warning("%s: dropped message %s: %s", ch.name, hdr.get('msg_type', ''), e)
+            t = hdr.get('msg_type')
+            if e.idents is not None and isinstance(t, str) and t.endswith('_request'):
+                bad = dict(msg_type=t, idents=e.idents, header=hdr)
+                self.status('busy', bad)
+                self.error_reply(ch, bad, e.ename, str(e))
+                self.status('idle', bad)
+
+    def run_handler(self, ch, msg, handler):
+        "busy, reply, idle around a request answered on the socket's own thread."
+        self.status('busy', msg)
+        try:
+            if handler is None: self.error_reply(ch, msg, 'UnknownMessageType', f"unknown message type {msg['msg_type']!r}")
+            else:
+                content = handler(msg)
+                if content is not None: self.reply(ch, msg, content)
+        except Exception as e:
+            log.exception("error handling %s", msg['msg_type'])
+            self.error_reply(ch, msg, type(e).__name__, str(e))
+        self.status('idle', msg)
+
+    def on_shell(self, frames):
+        msg = self.parse(frames, self.shell_ch)
+        if msg is None: return
+        t = msg['msg_type']
+        if t in self.queued_types: return self.subshell_for(msg).submit(msg)
+        if t not in self.shell_handlers and not t.endswith('_request'): return log.warning("shell: dropped unknown message type %r", t)
+        self.run_handler(self.shell_ch, msg, self.shell_handlers.get(t))
+
+    def on_control(self, frames):
+        msg = self.parse(frames, self.control_ch)
+        if msg is None: return
+        t = msg['msg_type']
+        if t not in self.control_handlers and not t.endswith('_request'): return log.warning("control: dropped unknown message type %r", t)
+        self.run_handler(self.control_ch, msg, self.control_handlers.get(t))
+
+    def on_stdin(self, frames):
+        msg = self.parse(frames, self.stdin_ch)
+        if msg is not None: log.warning("stdin: unexpected %s", msg['msg_type'])
+
+    def subshell_for(self, msg): return self.parent_subshell
+
+    # ---- queued requests (on the subshell's thread) ----
+    async def process(self, sub, msg):
+        "Run one queued shell request on subshell `sub`: busy, reply, idle."
+        self.status('busy', msg)
+        if msg['msg_type'] == 'execute_request' and sub.aborting: self.reply(self.shell_ch, msg, dict(status='aborted'), metadata=dict(status='aborted'))
+        else:
+            token = current_parent.set(msg)
+            try: await self.do_execute(sub, msg)
+            finally: current_parent.reset(token)
+        self.status('idle', msg)
+
+    async def do_execute(self, sub, msg):
+        c,shell = msg['content'],self.shell
+        if sub.sid is None: set_default_parent(msg)
+        md = dict(started=now_iso(), dependencies_met=True, engine=self.wire.session)
+        if not c.get('silent'): self.iopub.send('execute_input', dict(code=c['code'], execution_count=shell.execution_count), msg)
+        sub.cell_task = asyncio.current_task()
+        try: reply = await bridge.execute(shell, c, cell_id=msg['metadata'].get('cellId'))
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            # the interrupt landed outside the user's code (IPython reports those inside it itself)
+            shell.showtraceback((KeyboardInterrupt, KeyboardInterrupt(), None))
+            reply = dict(status='error', ename='KeyboardInterrupt', evalue='', traceback=shell._last_traceback or [],
+                         execution_count=shell.execution_count - 1, user_expressions={}, payload=[])
+        finally: sub.cell_task = None
+        md['status'] = reply['status']
+        self.reply(self.shell_ch, msg, reply, metadata=md)
+        if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent'): sub.abort_queued(self.stop_on_error_timeout)
+
+    # ---- shell and control handlers ----
+    def kernel_info(self, msg):
+        return dict(status='ok', protocol_version=PROTOCOL_VERSION, implementation='ipymini', implementation_version=__version__,
+            language_info=dict(name='python', version=sys.version.split()[0], mimetype='text/x-python',
+                codemirror_mode=dict(name='ipython', version=3), pygments_lexer='ipython3', nbconvert_exporter='python', file_extension='.py'),
+            banner=self.shell.banner, help_links=HELP_LINKS, debugger=False, supported_features=self.supported_features())
+
+    def supported_features(self): return []
+
+    def connect_info(self, msg): return dict(status='ok', **{p: self.cfg[p] for p in PORTS})
+    def on_complete(self, msg): return bridge.complete(self.shell, msg['content'])
+    def on_inspect(self, msg): return bridge.inspect(self.shell, msg['content'])
+    def on_is_complete(self, msg): return bridge.is_complete(self.shell, msg['content'])
+    def on_history(self, msg): return bridge.history(self.shell, msg['content'])
+    def comm_info(self, msg): return dict(status='ok', comms={})
+
+    def on_shutdown(self, msg):
+        restart = bool(msg['content'].get('restart', False))
+        ch = self.control_ch if threading.current_thread() is self.control_ch else self.shell_ch
+        self.reply(ch, msg, dict(status='ok', restart=restart))
+        ch.call(self.request_stop)  # after this request's idle status is queued
+
+    def on_interrupt(self, msg):
+        self.interrupt()
+        return dict(status='ok')
+
+    def interrupt(self):
+        "What SIGINT does: interrupt the running cell."
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def _on_sigint(self, signum, frame):
+        task = self.parent_subshell.cell_task
+        if task is None: return
+        if asyncio.current_task(self.loop) is task: raise KeyboardInterrupt
+        self.loop.call_soon_threadsafe(task.cancel)
+
+    # ---- lifecycle ----
+    def request_stop(self):
+        "Stop after the current message; a cell that will not return is cut short after a grace period."
+        if self.stopping: return
+        self.stopping = True
+        self.loop.call_soon_threadsafe(lambda: self.done.done() or self.done.set_result(None))
+        t = threading.Timer(3, self._hard_exit)
+        t.daemon = True
+        t.start()
+
+    def _hard_exit(self):
+        log.warning("main thread still busy after shutdown; exiting")
+        self.teardown()
+        os._exit(0)
+
+    def teardown(self):
+        self.iopub.flush()
+        for ch in (self.shell_ch, self.control_ch, self.stdin_ch, self.iopub.channel): ch.stop()
+        for ch in (self.shell_ch, self.control_ch, self.stdin_ch, self.iopub.channel): ch.join(2)
+
+    def start(self):
+        "Start the socket threads and IPython; the caller then runs `main` on the main thread's loop."
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.done = self.loop.create_future()
+        self.stop_on_error_timeout = float(os.environ.get('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0) or 0)
+        self.iopub.start()
+        threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
+        self.shell = bridge.make_shell(self)
+        sys.stdout,sys.stderr = OutStream('stdout', self.iopub, 1),OutStream('stderr', self.iopub, 2)
+        sys.displayhook = self.shell.displayhook
+        self.parent_subshell = Subshell(self, None, self.loop)
+        self.parent_subshell.start()
+        if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, self._on_sigint)
+        for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
+
+    def _heartbeat(self):
+        # the echo runs inside libzmq: no Python, no GIL, per beat
+        try: zmq.proxy(self.hb_sock, self.hb_sock)
+        except zmq.ZMQError: pass
+
+    def run(self):
+        "Serve until shutdown; then save history, run exit handlers and leave."
+        self.start()
+        try: self.loop.run_until_complete(self.done)
+        finally:
+            try: self.shell.atexit_operations()
+            except Exception: log.exception("error in IPython's exit operations")
+            self.teardown()

@@ -1,0 +1,35 @@
+"""The kernelspec: what `python -m ipymini install` writes so Jupyter front ends can list and start ipymini."""
+import json, os, sys, shutil, tempfile
+from jupyter_core.paths import jupyter_data_dir, SYSTEM_JUPYTER_PATH
+
+__all__ = ['kernel_json', 'install', 'InstallError']
+
+class InstallError(Exception): "An install that cannot happen, told to the user in one line."
+
+def kernel_json(python=None, display_name="Python 3 (ipymini)", env=None):
+    "The kernel.json dict, launching ipymini with `python` (default: this interpreter)."
+    spec = dict(argv=[python or sys.executable, "-m", "ipymini", "-f", "{connection_file}"], display_name=display_name, language="python",
+                interrupt_mode="signal", kernel_protocol_version="5.5", metadata=dict(debugger=True))
+    if env: spec['env'] = dict(env)
+    return spec
+
+def kernels_dir(user=False, prefix=None, sys_prefix=False):
+    "Where kernelspecs go for the chosen install mode."
+    if user: return os.path.join(jupyter_data_dir(), 'kernels')
+    if sys_prefix: prefix = sys.prefix
+    if prefix: return os.path.join(prefix, 'share', 'jupyter', 'kernels')
+    return os.path.join(SYSTEM_JUPYTER_PATH[0], 'kernels')
+
+def install(name="ipymini", user=False, prefix=None, sys_prefix=False, display_name=None, env=None):
+    "Write the kernelspec; returns the folder it went to."
+    dest = os.path.join(kernels_dir(user, prefix, sys_prefix), name)
+    spec = kernel_json(display_name=display_name or ("Python 3 (ipymini)" if name == "ipymini" else name), env=env)
+    try:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(dest))
+        with open(os.path.join(tmp, 'kernel.json'), 'w') as f: json.dump(spec, f, indent=1)
+        if os.path.isdir(dest): shutil.rmtree(dest)
+        os.replace(tmp, dest)
+        os.chmod(dest, 0o755)
+    except OSError as e: raise InstallError(f"cannot install the kernelspec into {os.path.dirname(dest)}: {e.strerror}") from None
+    return dest

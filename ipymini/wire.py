@@ -1,0 +1,101 @@
+"""The Jupyter wire format: framing, HMAC signing and verification, and message headers."""
+import hashlib, hmac, json, os, uuid, base64
+from collections import deque
+from datetime import datetime, timezone, date
+
+__all__ = ['DELIM', 'PROTOCOL_VERSION', 'WireError', 'Wire', 'dumps', 'now_iso', 'new_id']
+
+DELIM = b"<IDS|MSG>"
+PROTOCOL_VERSION = "5.5"
+MAX_FRAME = int(os.environ.get("IPYMINI_MAX_MESSAGE_BYTES", 256 * 2**20))
+
+class WireError(ValueError):
+    "A message that cannot be accepted; `reply` says whether the sender can still be told why."
+    def __init__(self, msg, ename="BadMessage", header=None, idents=None):
+        super().__init__(msg)
+        self.ename,self.header,self.idents = ename,header,idents
+
+def _default(o):
+    "JSON fallback for the values user code hands to display and user_expressions."
+    if isinstance(o, (datetime, date)): return o.isoformat()
+    if isinstance(o, (bytes, bytearray, memoryview)): return base64.b64encode(bytes(o)).decode()
+    if isinstance(o, (set, frozenset, tuple)): return list(o)
+    if hasattr(o, 'tolist'): return o.tolist()
+    return repr(o)
+
+def dumps(o) -> bytes:
+    "Compact UTF-8 JSON, never failing on odd user values."
+    return json.dumps(o, default=_default, ensure_ascii=False, separators=(',', ':')).encode('utf-8', 'surrogateescape')
+
+def now_iso(): return datetime.now(timezone.utc).isoformat()
+def new_id(): return uuid.uuid4().hex
+
+def _loads(b, what):
+    try: o = json.loads(b)
+    except UnicodeDecodeError: raise WireError(f"{what} is not valid UTF-8") from None
+    except ValueError as e: raise WireError(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(o, dict): raise WireError(f"{what} must be a JSON object, not {type(o).__name__}")
+    return o
+
+class Wire:
+    "Signs, frames and parses messages for one kernel session (key and scheme from the connection file)."
+    def __init__(self, key=b"", scheme="hmac-sha256", username="kernel", history=2**16):
+        if isinstance(key, str): key = key.encode()
+        if not scheme.startswith("hmac-"): raise ValueError(f"unsupported signature_scheme {scheme!r}")
+        algo = scheme[5:]
+        if algo not in hashlib.algorithms_available: raise ValueError(f"unsupported signature_scheme {scheme!r}")
+        self.key,self.algo,self.username,self.session = key,algo,username,new_id()
+        self.bsession = self.session.encode()
+        self.seen,self.seen_order,self.history = set(),deque(),history
+
+    def sign(self, parts) -> bytes:
+        "Hex HMAC of the four JSON frames; empty when the connection has no key."
+        if not self.key: return b""
+        h = hmac.new(self.key, digestmod=self.algo)
+        for p in parts: h.update(p)
+        return h.hexdigest().encode()
+
+    def header(self, msg_type, msg_id=None):
+        return dict(msg_id=msg_id or new_id(), msg_type=msg_type, username=self.username, session=self.session,
+                    date=now_iso(), version=PROTOCOL_VERSION)
+
+    def serialize(self, msg_type, content=None, parent=None, metadata=None, idents=(), buffers=(), header=None):
+        "Frames for a message; `parent` is a parsed message (its raw header bytes are reused) or a header dict or None."
+        h = dumps(header or self.header(msg_type))
+        if parent is None: p = b"{}"
+        elif 'raw_header' in parent: p = parent['raw_header']
+        elif 'header' in parent: p = dumps(parent['header'])
+        else: p = dumps(parent)
+        parts = [h, p, dumps(metadata or {}), dumps({} if content is None else content)]
+        return [*idents, DELIM, self.sign(parts), *parts, *buffers]
+
+    def _check_replay(self, sig):
+        if sig in self.seen: raise WireError("replayed message signature", ename="ReplayedMessage")
+        self.seen.add(sig)
+        self.seen_order.append(sig)
+        if len(self.seen_order) > self.history: self.seen.discard(self.seen_order.popleft())
+
+    def deserialize(self, frames):
+        "Parse and verify `frames` into a message dict with `idents`, `raw_header` and `buffers`; raise WireError."
+        try: i = frames.index(DELIM)
+        except ValueError: raise WireError("missing <IDS|MSG> delimiter") from None
+        idents,rest = frames[:i],frames[i+1:]
+        if len(rest) < 5: raise WireError(f"too few frames: {len(rest)} after the delimiter, 5 needed", idents=idents)
+        sig,parts,buffers = rest[0],rest[1:5],rest[5:]
+        if sum(len(f) for f in frames) > MAX_FRAME: raise WireError(f"message larger than {MAX_FRAME} bytes", idents=idents)
+        if self.key:
+            if not hmac.compare_digest(sig, self.sign(parts)): raise WireError("invalid message signature", ename="InvalidSignature")
+            self._check_replay(sig)
+        header = _loads(parts[0], "header")
+        if not isinstance(header.get('msg_type'), str) or not isinstance(header.get('msg_id', ''), str):
+            raise WireError("header needs string msg_type and msg_id", idents=idents)
+        msg = dict(idents=idents, header=header, raw_header=parts[0], buffers=buffers)
+        try:
+            msg['parent_header'] = _loads(parts[1], "parent_header")
+            msg['metadata'] = _loads(parts[2], "metadata")
+            msg['content'] = _loads(parts[3], "content")
+        except WireError as e:
+            e.header,e.idents = header,idents
+            raise
+        msg['msg_id'],msg['msg_type'] = header.get('msg_id', ''),header['msg_type']
+        return msg
