@@ -1,5 +1,5 @@
 """The kernel: binds the sockets, owns the threads, and routes each message to its handler."""
-import asyncio, atexit, json, logging, os, signal, sys, threading, time
+import asyncio, importlib, json, logging, os, signal, sys, threading, time
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION
@@ -11,6 +11,9 @@ from . import bridge
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
+
+# The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
+EXTENSIONS = []
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
 
@@ -74,7 +77,11 @@ class Kernel:
             history_request=self.on_history, comm_info_request=self.comm_info, shutdown_request=self.on_shutdown)
         self.control_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
             shutdown_request=self.on_shutdown, interrupt_request=self.on_interrupt)
-        self.queued_types = {'execute_request'}
+        # requests run in order on a subshell's thread, beside execute (comm messages join them): msg_type -> async fn(sub, msg)
+        self.queued_handlers = dict(execute_request=self.do_execute)
+        self.stdin_handlers = {}  # msg_type -> fn(msg), on the stdin thread
+        self.features = []  # kernel_info supported_features, added by the parts that provide them
+        self.debugger_enabled = False
         self.stopping = False
         if connection_file and any(not cfg.get(p) for p in PORTS): self._write_connection_file()
 
@@ -138,7 +145,7 @@ class Kernel:
         msg = self.parse(frames, self.shell_ch)
         if msg is None: return
         t = msg['msg_type']
-        if t in self.queued_types: return self.subshell_for(msg).submit(msg)
+        if t in self.queued_handlers: return self.subshell_for(msg).submit(msg)
         if t not in self.shell_handlers and not t.endswith('_request'): return log.warning("shell: dropped unknown message type %r", t)
         self.run_handler(self.shell_ch, msg, self.shell_handlers.get(t))
 
@@ -151,7 +158,10 @@ class Kernel:
 
     def on_stdin(self, frames):
         msg = self.parse(frames, self.stdin_ch)
-        if msg is not None: log.warning("stdin: unexpected %s", msg['msg_type'])
+        if msg is None: return
+        handler = self.stdin_handlers.get(msg['msg_type'])
+        if handler: handler(msg)
+        else: log.warning("stdin: unexpected %s", msg['msg_type'])
 
     def subshell_for(self, msg): return self.parent_subshell
 
@@ -159,10 +169,14 @@ class Kernel:
     async def process(self, sub, msg):
         "Run one queued shell request on subshell `sub`: busy, reply, idle."
         self.status('busy', msg)
-        if msg['msg_type'] == 'execute_request' and sub.aborting: self.reply(self.shell_ch, msg, dict(status='aborted'), metadata=dict(status='aborted'))
+        t = msg['msg_type']
+        if t == 'execute_request' and sub.aborting: self.reply(self.shell_ch, msg, dict(status='aborted'), metadata=dict(status='aborted'))
         else:
             token = current_parent.set(msg)
-            try: await self.do_execute(sub, msg)
+            try: await self.queued_handlers[t](sub, msg)
+            except Exception as e:
+                log.exception("error handling %s", t)
+                if t.endswith('_request'): self.error_reply(self.shell_ch, msg, type(e).__name__, str(e))
             finally: current_parent.reset(token)
         self.status('idle', msg)
 
@@ -188,9 +202,7 @@ class Kernel:
         return dict(status='ok', protocol_version=PROTOCOL_VERSION, implementation='ipymini', implementation_version=__version__,
             language_info=dict(name='python', version=sys.version.split()[0], mimetype='text/x-python',
                 codemirror_mode=dict(name='ipython', version=3), pygments_lexer='ipython3', nbconvert_exporter='python', file_extension='.py'),
-            banner=self.shell.banner, help_links=HELP_LINKS, debugger=False, supported_features=self.supported_features())
-
-    def supported_features(self): return []
+            banner=self.shell.banner, help_links=HELP_LINKS, debugger=self.debugger_enabled, supported_features=list(self.features))
 
     def connect_info(self, msg): return dict(status='ok', **{p: self.cfg[p] for p in PORTS})
     def on_complete(self, msg): return bridge.complete(self.shell, msg['content'])
@@ -252,6 +264,7 @@ class Kernel:
         sys.displayhook = self.shell.displayhook
         self.parent_subshell = Subshell(self, None, self.loop)
         self.parent_subshell.start()
+        for name in EXTENSIONS: importlib.import_module(f'.{name}', __package__).setup(self)
         if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, self._on_sigint)
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
 

@@ -1,0 +1,68 @@
+"""Helpers for protocol tests: start ipymini through KernelManager and wait on exact messages."""
+import os, sys, time, contextlib, queue
+from jupyter_client.manager import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+TIMEOUT = float(os.environ.get('IPYMINI_TEST_TIMEOUT', 30))
+KERNEL_NAME = os.environ.get('IPYMINI_TEST_KERNEL', 'ipymini')
+
+def check_kernelspec():
+    "The tests drive the installed kernelspec, as front ends do."
+    try: return KernelSpecManager().get_kernel_spec(KERNEL_NAME)
+    except NoSuchKernel: raise RuntimeError(f"kernelspec {KERNEL_NAME!r} not installed: run `python -m ipymini install --sys-prefix`") from None
+
+@contextlib.contextmanager
+def start_kernel(env=None, cwd=None, **kw):
+    "A running kernel and a ready client, shut down afterwards."
+    check_kernelspec()
+    km = KernelManager(kernel_name=KERNEL_NAME)
+    kenv = {**os.environ, **(env or {})}
+    km.start_kernel(env=kenv, cwd=cwd, **kw)
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=TIMEOUT)
+        yield km,kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+def parent_id(msg): return msg.get('parent_header', {}).get('msg_id')
+
+def iopub_until_idle(kc, msg_id, timeout=TIMEOUT):
+    "Every IOPub message parented to `msg_id`, up to and including its idle status."
+    out,deadline = [],time.monotonic() + timeout
+    while True:
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) != msg_id: continue
+        out.append(m)
+        if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': return out
+
+def get_reply(kc, msg_id, channel='shell', timeout=TIMEOUT):
+    "The reply to `msg_id` on `channel`, skipping replies to other requests."
+    get,deadline = getattr(kc, f'get_{channel}_msg'),time.monotonic() + timeout
+    while True:
+        m = get(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) == msg_id: return m
+
+def execute(kc, code, timeout=TIMEOUT, **kw):
+    "Run `code`; returns (reply message, IOPub messages for it up to idle)."
+    msg_id = kc.execute(code, **kw)
+    reply = get_reply(kc, msg_id, timeout=timeout)
+    return reply,iopub_until_idle(kc, msg_id, timeout=timeout)
+
+def request(kc, msg_type, channel='shell', timeout=TIMEOUT, **content):
+    "Send any request; returns (reply message, IOPub messages for it up to idle)."
+    msg = kc.session.msg(msg_type, content)
+    getattr(kc, f'{channel}_channel').send(msg)
+    mid = msg['header']['msg_id']
+    return get_reply(kc, mid, channel, timeout),iopub_until_idle(kc, mid, timeout)
+
+def types(msgs): return [m['msg_type'] for m in msgs]
+def outputs(msgs): return [m for m in msgs if m['msg_type'] not in ('status', 'execute_input')]
+def stdout(msgs): return ''.join(m['content']['text'] for m in msgs if m['msg_type'] == 'stream' and m['content']['name'] == 'stdout')
+
+def drain_iopub(kc, timeout=0.2):
+    "Discard what IOPub holds (e.g. after a test that leaves messages behind)."
+    with contextlib.suppress(queue.Empty):
+        while True: kc.get_iopub_msg(timeout=timeout)
