@@ -9,22 +9,27 @@ log = logging.getLogger('ipymini')
 class Outbox:
     "Frames queued by any thread for the thread that owns a socket; a pipe wakes that thread's poller."
     def __init__(self):
-        self.q = deque()
+        self.q,self.signalled = deque(),False
         self.rfd,self.wfd = os.pipe()
         os.set_blocking(self.rfd, False)
         os.set_blocking(self.wfd, False)
 
     def wake(self):
+        # one byte per sleep, not per message: each write can hand the GIL to the woken thread
+        if self.signalled: return
+        self.signalled = True
         try: os.write(self.wfd, b'.')
-        except BlockingIOError: pass  # the pipe is full of wake-ups already
+        except BlockingIOError: pass
 
     def put(self, frames):
         self.q.append(frames)
         self.wake()
 
     def clear_wake(self):
+        "Called by the owner before it drains the queue: read the pipe empty first, then re-arm, so no wake-up is lost."
         try: os.read(self.rfd, 65536)
         except BlockingIOError: pass
+        self.signalled = False
 
     def close(self):
         for fd in (self.rfd, self.wfd): os.close(fd)
@@ -42,7 +47,7 @@ class Channel(threading.Thread):
         self.outbox.put(frames)
 
     def _send(self, frames):
-        try: self.sock.send_multipart(frames, copy=False)
+        try: self.sock.send_multipart(frames)
         except zmq.ZMQError as e: log.warning("%s: send failed: %s", self.name, e)
 
     def call(self, fn):

@@ -1,5 +1,5 @@
 """The Jupyter wire format: framing, HMAC signing and verification, and message headers."""
-import hashlib, hmac, json, os, uuid, base64
+import hashlib, hmac, itertools, json, os, uuid, base64
 from collections import deque
 from datetime import datetime, timezone, date
 
@@ -30,6 +30,11 @@ def dumps(o) -> bytes:
 def now_iso(): return datetime.now(timezone.utc).isoformat()
 def new_id(): return uuid.uuid4().hex
 
+_counter = itertools.count()
+def _next_msg_id(session):
+    # unique like a uuid4 (the session is one), without a urandom syscall per message: each syscall can hand away the GIL
+    return f"{session}_{os.getpid()}_{next(_counter)}"
+
 def _loads(b, what):
     try: o = json.loads(b)
     except UnicodeDecodeError: raise WireError(f"{what} is not valid UTF-8") from None
@@ -56,7 +61,7 @@ class Wire:
         return h.hexdigest().encode()
 
     def header(self, msg_type, msg_id=None):
-        return dict(msg_id=msg_id or new_id(), msg_type=msg_type, username=self.username, session=self.session,
+        return dict(msg_id=msg_id or _next_msg_id(self.session), msg_type=msg_type, username=self.username, session=self.session,
                     date=now_iso(), version=PROTOCOL_VERSION)
 
     def serialize(self, msg_type, content=None, parent=None, metadata=None, idents=(), buffers=(), header=None):
