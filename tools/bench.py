@@ -119,14 +119,18 @@ class Kernel:
         want, replies, idle = set(ids), {}, set()
         left = 2*len(want)
         if not left: return replies
-        for io, mt, pid, content, t in self.read(time.perf_counter() + timeout):
-            if pid not in want: continue
-            if not io:
-                if pid not in replies: replies[pid], left = (t, content), left-1
-            elif mt == "status" and content.get("execution_state") == "idle":
-                if pid not in idle: idle.add(pid); left -= 1
-            elif on_iopub: on_iopub(mt, content, t)
-            if not left: return replies
+        try:
+            for io, mt, pid, content, t in self.read(time.perf_counter() + timeout):
+                if pid not in want: continue
+                if not io:
+                    if pid not in replies: replies[pid], left = (t, content), left-1
+                elif mt == "status" and content.get("execution_state") == "idle":
+                    if pid not in idle: idle.add(pid); left -= 1
+                elif on_iopub: on_iopub(mt, content, t)
+                if not left: return replies
+        except TimeoutError:
+            n = len(want)
+            raise TimeoutError(f"after {timeout:g} s, {n-len(replies)} of {n} replies and {n-len(idle)} of {n} idle statuses missing") from None
 
     def wait_reply(self, msg_id, timeout):
         "Read until the reply to `msg_id` (IOPub is read and dropped meanwhile); return (arrival time, content)."
