@@ -13,7 +13,7 @@ __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = []
+EXTENSIONS = ['debugger']
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
 

@@ -1,0 +1,396 @@
+"""The debugger: Debug Adapter Protocol requests in `debug_request` on control, answered from debugpy running in-process."""
+import os, sys, re, types, json, struct, socket, tempfile, threading, itertools, linecache, logging, functools, importlib.util, ast
+from concurrent.futures import Future, TimeoutError as FutureTimeout
+from .streams import get_parent
+
+__all__ = ['murmur2', 'cell_path', 'Debugger', 'setup']
+log = logging.getLogger('ipymini')
+
+HASH_SEED = 0xC70F6907  # the seed front ends are told in debugInfo; with murmur2 they name a cell's file as the kernel does
+TMP_PREFIX = os.path.join(tempfile.gettempdir(), f'ipymini_{os.getpid()}') + os.sep
+TMP_SUFFIX = '.py'
+TIMEOUT = float(os.environ.get('IPYMINI_DEBUG_TIMEOUT', 10))  # longest wait for debugpy's answer to one request
+START_TIMEOUT = 30  # debugpy.listen starts the adapter process: a cold start of a loaded machine takes seconds
+
+def murmur2(data: bytes, seed: int) -> int:
+    "32-bit MurmurHash2 of `data`, reading 4-byte blocks little-endian."
+    m,n = 0x5BD1E995,len(data)
+    h,end = (seed ^ n) & 0xFFFFFFFF,n & ~3
+    for (k,) in struct.iter_unpack('<I', data[:end]):
+        k = (k * m) & 0xFFFFFFFF
+        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    if n & 3: h = ((h ^ int.from_bytes(data[end:], 'little')) * m) & 0xFFFFFFFF
+    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
+    return h ^ (h >> 15)
+
+@functools.lru_cache(maxsize=512)
+def cell_path(code: str) -> str:
+    "The file a cell's code is compiled under and dumped to: the path front ends compute from debugInfo."
+    return f"{TMP_PREFIX}{murmur2(code.encode('utf-8'), HASH_SEED)}{TMP_SUFFIX}"
+
+def hide_thread(t):
+    "Keep debugpy out of a kernel thread: no tracing (sys.settrace), no sys.monitoring events, never suspended or listed."
+    t.pydev_do_not_trace = t.is_pydev_daemon_thread = True
+
+HIDDEN_RE = re.compile(r'^(__.*__|_+|_i+|_i?\d+|_[oid]h)$')  # dunders and IPython's output/input history names
+
+class DAPClient:
+    "One Debug Adapter Protocol connection: `send` a request, `wait` for its response; events go to `on_event`."
+    def __init__(self, host, port, on_event):
+        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
+        self.sock.settimeout(None)
+        self.on_event,self.lock,self.seqs = on_event,threading.Lock(),itertools.count(1)
+        self.waiting,self.closed = {},False
+        t = threading.Thread(target=self._read, name='ipymini-debugpy', daemon=True)
+        hide_thread(t)
+        t.start()
+
+    def send(self, command, arguments=None):
+        "Send a request; returns its seq, for `wait`."
+        seq = next(self.seqs)
+        self.waiting[seq] = [threading.Event(), None]
+        body = json.dumps(dict(seq=seq, type='request', command=command, arguments=arguments or {})).encode()
+        with self.lock:
+            try: self.sock.sendall(b'Content-Length: %d\r\n\r\n' % len(body) + body)
+            except OSError: self.closed = True
+        return seq
+
+    def wait(self, seq, timeout=TIMEOUT):
+        "The response to request `seq`; TimeoutError if debugpy says nothing in time, ConnectionError if it went away."
+        slot = self.waiting[seq]
+        ok = slot[0].wait(timeout)
+        self.waiting.pop(seq, None)
+        if slot[1] is not None: return slot[1]
+        if not ok: raise TimeoutError(f"debugpy did not answer within {timeout:g} s")
+        raise ConnectionError("the connection to debugpy is closed")
+
+    def request(self, command, arguments=None, timeout=TIMEOUT): return self.wait(self.send(command, arguments), timeout)
+
+    def _read(self):
+        buf = bytearray()
+        try:
+            while True:
+                data = self.sock.recv(1 << 16)
+                if not data: break
+                buf += data
+                while (i := buf.find(b'\r\n\r\n')) >= 0:
+                    hdrs = dict(l.split(b':', 1) for l in bytes(buf[:i]).split(b'\r\n') if b':' in l)
+                    n = int(hdrs.get(b'Content-Length', 0))
+                    if len(buf) < i + 4 + n: break
+                    body = bytes(buf[i+4:i+4+n])
+                    del buf[:i+4+n]
+                    self._dispatch(json.loads(body))
+        except (OSError, ValueError) as e: log.warning("debugpy connection: %s", e)
+        finally:
+            self.closed = True
+            for ev,_ in list(self.waiting.values()): ev.set()
+
+    def _dispatch(self, msg):
+        if msg.get('type') == 'response':
+            slot = self.waiting.get(msg.get('request_seq'))
+            if slot: slot[1] = msg; slot[0].set()
+        elif msg.get('type') == 'event':
+            try: self.on_event(msg)
+            except Exception: log.exception("error handling debug event %s", msg.get('event'))
+
+    def close(self):
+        self.closed = True
+        try: self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError: pass
+        self.sock.close()
+
+def _safe_repr(v, limit=1000):
+    try: r = repr(v)
+    except Exception as e: r = f"<repr failed: {type(e).__name__}>"
+    return r if len(r) <= limit else r[:limit] + '...'
+
+def _expandable(v):
+    try:
+        if isinstance(v, (dict, list, tuple, set, frozenset)): return bool(v)
+        d = getattr(v, '__dict__', None)
+        return isinstance(d, dict) and bool(d) and not callable(v) and not isinstance(v, types.ModuleType)
+    except Exception: return False
+
+class Variables:
+    "The user's namespace as DAP variables while nothing is stopped: references stay valid until the next `inspect`."
+    MAX = 500
+    def __init__(self, ns): self.ns,self.refs = ns,{}
+
+    def var(self, name, value):
+        ref = 0
+        if _expandable(value):
+            ref = len(self.refs) + 1
+            self.refs[ref] = value
+        return dict(name=str(name), value=_safe_repr(value), type=type(value).__name__, evaluateName=str(name), variablesReference=ref)
+
+    def children(self, ref):
+        v = self.refs.get(ref)
+        if isinstance(v, dict): items = ((_safe_repr(k, 100), x) for k,x in v.items())
+        elif isinstance(v, (list, tuple)): items = enumerate(v)
+        elif isinstance(v, (set, frozenset)): items = enumerate(v)
+        elif v is not None: items = list(vars(v).items())
+        else: items = ()
+        return [self.var(k, x) for k,x in itertools.islice(items, self.MAX)]
+
+class Debugger:
+    "debug_request handlers: most DAP requests go to debugpy's adapter; the Jupyter extensions are answered here."
+    def __init__(self, kernel):
+        self.kernel,self.shell = kernel,kernel.shell
+        self.client,self.endpoint,self.started,self.attached = None,None,False,False
+        self.breakpoints,self.stopped = {},set()
+        self.caps,self.removed_transforms = None,[]
+        self.explorer = Variables(self.shell.user_ns)
+        self.initialized = threading.Event()
+        # files of everything loaded before the user's code: frames in them are the kernel's, hidden from stack traces and steps
+        self.internal = sorted({f for m in list(sys.modules.values()) if isinstance(f := getattr(m, '__file__', None), str)} |
+                               {os.path.dirname(os.path.abspath(__file__))})
+        self.local = dict(initialize=self.initialize, attach=self.attach, disconnect=self.disconnect, terminate=self.terminate,
+            configurationDone=self.configuration_done, debugInfo=self.debug_info, dumpCell=self.dump_cell, source=self.source,
+            setBreakpoints=self.set_breakpoints, inspectVariables=self.inspect_variables, variables=self.variables,
+            richInspectVariables=self.rich_inspect, copyToGlobals=self.copy_to_globals, modules=self.modules)
+
+    # ---- the control handler ----
+    def on_request(self, msg):
+        "Answer one debug_request with the DAP response as the debug_reply's content."
+        req = msg['content']
+        if not isinstance(req, dict) or not isinstance(req.get('command'), str) or not req['command']:
+            return dict(type='response', request_seq=0, success=False, command='', message="debug_request: 'command' must be a non-empty string")
+        if not isinstance(req.get('seq', 0), int): req['seq'] = 0
+        if req.get('arguments') is None: req['arguments'] = {}
+        if not isinstance(req['arguments'], dict): return self.fail(req, "'arguments' must be an object")
+        fn = self.local.get(req['command'])
+        try:
+            if fn: return fn(req)
+            if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
+            return self.forward(req)
+        except (TimeoutError, ConnectionError) as e: return self.fail(req, f"{req['command']}: {e}")
+        except Exception as e:
+            log.exception("debug request %s", req['command'])
+            return self.fail(req, f"{req['command']}: {type(e).__name__}: {e}")
+
+    def respond(self, req, body=None, **kw):
+        return dict(type='response', request_seq=req['seq'], success=True, command=req['command'], body=body or {}, **kw)
+
+    def fail(self, req, message):
+        return dict(type='response', request_seq=req.get('seq', 0), success=False, command=req.get('command', ''), message=message)
+
+    def forward(self, req, arguments=None, command=None):
+        "Send `req` to debugpy under our own seq; its response goes back under the client's."
+        if self.client is None or self.client.closed: raise ConnectionError("the connection to debugpy is closed")
+        rep = dict(self.client.request(command or req['command'], req['arguments'] if arguments is None else arguments))
+        rep['request_seq'] = req['seq']
+        if command: rep['command'] = req['command']
+        if rep.get('success') and req['command'] in ('continue', 'next', 'stepIn', 'stepOut'): self.stopped.clear()
+        return rep
+
+    def on_event(self, event):
+        "On the reader thread: keep track of stopped threads, then publish the event."
+        name,body = event.get('event'),event.get('body') or {}
+        if name == 'initialized': self.initialized.set()
+        elif name == 'stopped' and isinstance(body.get('threadId'), int): self.stopped.add(body['threadId'])
+        elif name == 'continued':
+            if body.get('allThreadsContinued', True): self.stopped.clear()
+            else: self.stopped.discard(body.get('threadId'))
+        elif name in ('terminated', 'exited'): self.stopped.clear()
+        self.kernel.iopub.send('debug_event', event, get_parent())
+
+    # ---- starting and stopping ----
+    def _listen(self):
+        "On the main thread, as ipykernel does: debugpy traces the thread that starts it, and the cells run there."
+        os.environ.setdefault('PYDEVD_DISABLE_FILE_VALIDATION', '1')  # else a frozen-modules warning lands in the user's output
+        import debugpy
+        debugpy.configure(subProcess=False)  # a kernel's child processes are not the user's debug session
+        return debugpy.listen(('127.0.0.1', 0))
+
+    def _ensure_listening(self):
+        if self.endpoint: return self.endpoint
+        fut = Future()
+        def run():
+            if not fut.set_running_or_notify_cancel(): return
+            try: fut.set_result(self._listen())
+            except BaseException as e: fut.set_exception(e)
+        self.kernel.loop.call_soon_threadsafe(run)
+        try: self.endpoint = fut.result(START_TIMEOUT)
+        except FutureTimeout:
+            fut.cancel()
+            raise TimeoutError(f"debugpy did not start within {START_TIMEOUT} s (is a cell still running?)") from None
+        return self.endpoint
+
+    def _hide_kernel_threads(self):
+        "The kernel's own threads are not the user's: subshell threads run cells, so they stay visible."
+        k = self.kernel
+        for t in (k.shell_ch, k.control_ch, k.stdin_ch, k.iopub.channel): hide_thread(t)
+        for t in threading.enumerate():
+            if t.name.startswith('ipymini-') and not t.name.startswith('ipymini-subshell-'): hide_thread(t)
+        save = getattr(self.shell.history_manager, 'save_thread', None)
+        if save is not None: hide_thread(save)
+
+    def initialize(self, req):
+        if self.started: return self.respond(req, self.caps)
+        self._hide_kernel_threads()
+        host,port = self._ensure_listening()
+        os.makedirs(TMP_PREFIX, mode=0o700, exist_ok=True)
+        self.initialized.clear()
+        self.client = DAPClient(host, port, self.on_event)
+        rep = self.forward(req)
+        if not rep.get('success'):
+            self.client.close()
+            return rep
+        self.caps,self.started,self.attached = rep.get('body') or {},True,False
+        # the line numbers of the compiled cell must be those of the dumped cell
+        from IPython.core.inputtransformer2 import leading_empty_lines
+        cleanup = self.shell.input_transformer_manager.cleanup_transforms
+        if leading_empty_lines in cleanup:
+            cleanup.remove(leading_empty_lines)
+            self.removed_transforms.append(leading_empty_lines)
+        return rep
+
+    def attach(self, req):
+        if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
+        if self.attached: return self.respond(req)
+        host,port = self.endpoint
+        args = dict(req['arguments'], connect=dict(host=host, port=port), redirectOutput=False,
+                    rules=[dict(path=p, include=False) for p in self.internal])
+        if not args.get('justMyCode'): args.setdefault('debugOptions', ['DebugStdLib'])
+        # debugpy answers attach only after configurationDone, which it asks for with the initialized event
+        seq = self.client.send('attach', args)
+        if not self.initialized.wait(TIMEOUT): raise TimeoutError("debugpy sent no 'initialized' event")
+        done = self.client.request('configurationDone')
+        if not done.get('success'): return self.fail(req, done.get('message', 'configurationDone failed'))
+        rep = dict(self.client.wait(seq))
+        rep['request_seq'] = req['seq']
+        self.attached = bool(rep.get('success'))
+        return rep
+
+    def configuration_done(self, req):
+        # done during attach; front ends send it again when they restore their breakpoints
+        return self.respond(req) if self.started else self.fail(req, "the debugger is not started")
+
+    def _stop(self):
+        if self.client: self.client.close()
+        self.client,self.started,self.attached = None,False,False
+        self.breakpoints,self.stopped = {},set()
+        cleanup = self.shell.input_transformer_manager.cleanup_transforms
+        while self.removed_transforms: cleanup.insert(0, self.removed_transforms.pop())
+
+    def disconnect(self, req):
+        if not self.started: return self.respond(req)
+        # never let a front end end the kernel process through its debugger
+        args = dict(req['arguments'], terminateDebuggee=False, restart=False)
+        try: rep = self.forward(req, args)
+        finally: self._stop()
+        return rep
+
+    def terminate(self, req):
+        "The kernel outlives its debug sessions: terminate ends the session (threads resume, breakpoints go), not the process."
+        if not self.started: return self.respond(req)
+        # debugpy publishes 'terminated' before it answers the disconnect
+        try: self.forward(req, dict(terminateDebuggee=False, restart=False), command='disconnect')
+        finally: self._stop()
+        return self.respond(req)
+
+    # ---- the Jupyter extensions and the requests that need a kernel's view ----
+    def debug_info(self, req):
+        return self.respond(req, dict(isStarted=self.started, hashMethod='Murmur2', hashSeed=HASH_SEED, tmpFilePrefix=TMP_PREFIX,
+            tmpFileSuffix=TMP_SUFFIX, breakpoints=[dict(source=s, breakpoints=b) for s,b in self.breakpoints.items()],
+            stoppedThreads=sorted(self.stopped), richRendering=True, exceptionPaths=['Python Exceptions'], copyToGlobals=True))
+
+    def dump_cell(self, req):
+        code = req['arguments'].get('code')
+        if not isinstance(code, str): return self.fail(req, "dumpCell: 'code' must be a string")
+        path = cell_path(code)
+        os.makedirs(TMP_PREFIX, mode=0o700, exist_ok=True)
+        with open(path, 'w', encoding='utf-8') as f: f.write(code)
+        return self.respond(req, dict(sourcePath=path))
+
+    def source(self, req):
+        src = req['arguments'].get('source')
+        path = src.get('path') if isinstance(src, dict) else None
+        if not isinstance(path, str): return self.fail(req, "source: 'source.path' must be a string")
+        try:
+            with open(path, encoding='utf-8') as f: return self.respond(req, dict(content=f.read()))
+        except (OSError, ValueError): pass
+        lines = linecache.cache.get(path)  # a cell that ran but was never dumped
+        if lines: return self.respond(req, dict(content=''.join(lines[2])))
+        return self.fail(req, f"source unavailable: {path}")
+
+    def set_breakpoints(self, req):
+        if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
+        src = req['arguments'].get('source')
+        path = src.get('path') if isinstance(src, dict) else None
+        rep = self.forward(req)
+        if rep.get('success') and isinstance(path, str):
+            # debugpy may move a breakpoint (e.g. off a blank line): remember where it really is
+            bps = [dict(line=b['line']) for b in (rep.get('body') or {}).get('breakpoints', []) if isinstance(b.get('line'), int)]
+            if bps: self.breakpoints[path] = bps
+            else: self.breakpoints.pop(path, None)
+        return rep
+
+    def visible(self, name): return not (HIDDEN_RE.match(name) or name in self.shell.user_ns_hidden)
+
+    def inspect_variables(self, req):
+        self.explorer = Variables(self.shell.user_ns)
+        ns = list(self.shell.user_ns.items())
+        return self.respond(req, dict(variables=[self.explorer.var(k, v) for k,v in ns if self.visible(k)]))
+
+    def variables(self, req):
+        if not self.stopped:
+            ref = req['arguments'].get('variablesReference')
+            return self.respond(req, dict(variables=self.explorer.children(ref) if isinstance(ref, int) else []))
+        if not self.started: return self.fail(req, "the debugger is not started")
+        rep = self.forward(req)
+        body = rep.get('body')
+        if isinstance(body, dict) and isinstance(body.get('variables'), list):
+            body['variables'] = [v for v in body['variables'] if self.visible(str(v.get('name', '')))]
+        return rep
+
+    def rich_inspect(self, req):
+        name = req['arguments'].get('variableName')
+        if not isinstance(name, str) or not name.isidentifier():
+            # pydevd's groupings ("special variables", ...) have no rich form
+            return self.respond(req, dict(data={}, metadata={})) if isinstance(name, str) else self.fail(req, "'variableName' must be a string")
+        data,md = {},{}
+        if not self.stopped:
+            res = self.shell.user_expressions({name: name})[name]
+            if res.get('status') == 'ok': data,md = res.get('data', {}),res.get('metadata', {})
+        else:
+            expr = f"__import__('IPython').get_ipython().display_formatter.format({name})"
+            args = dict(expression=expr, frameId=req['arguments'].get('frameId'), context='clipboard')
+            rep = self.forward(req, args, command='evaluate')
+            if not rep.get('success'): return rep
+            try: data,md = ast.literal_eval(rep['body']['result'])
+            except (ValueError, SyntaxError, TypeError, KeyError) as e: return self.fail(req, f"richInspectVariables: unreadable result ({e})")
+        return self.respond(req, dict(data=data, metadata={k: v for k,v in md.items() if k in data}))
+
+    def copy_to_globals(self, req):
+        a = req['arguments']
+        src,dst = a.get('srcVariableName'),a.get('dstVariableName')
+        if not (isinstance(src, str) and src.isidentifier() and isinstance(dst, str) and dst.isidentifier()):
+            return self.fail(req, "copyToGlobals: 'srcVariableName' and 'dstVariableName' must be identifiers")
+        if not self.stopped: return self.fail(req, "copyToGlobals: no thread is stopped")
+        args = dict(expression=f"__import__('IPython').get_ipython().user_ns[{dst!r}]", value=src, frameId=a.get('srcFrameId'))
+        return self.forward(req, args, command='setExpression')
+
+    def modules(self, req):
+        a = req['arguments']
+        mods = list(sys.modules.values())
+        start,count = a.get('startModule', 0),a.get('moduleCount', 0)
+        if not isinstance(start, int) or start < 0: start = 0
+        stop = start + count if isinstance(count, int) and count > 0 else len(mods)
+        out = []
+        for i,m in enumerate(mods[start:stop], start):
+            path = getattr(getattr(m, '__spec__', None), 'origin', None)
+            if isinstance(path, str) and path.endswith('.py'): out.append(dict(id=i, name=m.__name__, path=path))
+        return self.respond(req, dict(modules=out, totalModules=len(mods)))
+
+def _code_name(raw_code, transformed_code, number): return cell_path(raw_code)
+
+def setup(kernel):
+    "Register debug_request, and compile cells under the names the debugger's front ends compute."
+    if importlib.util.find_spec('debugpy') is None: return log.info("debugpy is not installed: no debugger")
+    dbg = kernel.debugger = Debugger(kernel)
+    kernel.shell.compile.get_code_name = _code_name
+    kernel.control_handlers['debug_request'] = dbg.on_request
+    kernel.debugger_enabled = True
+    kernel.features.append('debugger')
