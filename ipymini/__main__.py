@@ -32,6 +32,7 @@ def kernel_main(argv):
         else: cfg,path = new_connection()
         kernel = Kernel(cfg, path)
     except KernelStartError as e: p.exit(1, f"ipymini: {e}\n")
+    except OSError as e: p.exit(1, f"ipymini: cannot write connection file {e.filename}: {e.strerror}\n")
     if not a.connection_file: print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
     kernel.run()
 
@@ -50,8 +51,9 @@ def main(argv=None):
     kernel_main(argv)
     import atexit
     atexit._run_exitfuncs()
-    sys.__stdout__.flush()
-    sys.__stderr__.flush()
+    for f in (sys.__stdout__, sys.__stderr__):
+        try: f.flush()
+        except (OSError, ValueError): pass  # the launcher that read them may be gone
     os._exit(0)  # the sockets' threads are done; skip a finalizer that could wait on them
 
 if __name__ == '__main__': main()

@@ -1,13 +1,91 @@
-"""IOPub: one writer thread on an XPUB socket; stream text batched for a few milliseconds, never reordered."""
+"""IOPub: one writer thread on an XPUB socket; stream text batched for a few milliseconds, never reordered.
+
+Flow control: the socket never drops on its own (XPUB_NODROP) and queues at most HWM messages per subscriber. When a
+subscriber is that far behind, messages wait in `Publisher.held`, in order; once `BUFFER` bytes of output wait there,
+further output (stream, display) is dropped and a note says so, but status and every other message are kept. A
+subscriber that takes nothing for `STALL` seconds is left behind: what waits is sent to the others without it."""
 import os, threading, time, logging
+from collections import deque
 import zmq
 from .channels import Channel
 
-__all__ = ['IOPub']
+__all__ = ['IOPub', 'Publisher']
 log = logging.getLogger('ipymini')
 
 FLUSH_DELAY = float(os.environ.get("IPYMINI_STREAM_FLUSH_MS", "10")) / 1000
 MAX_PENDING = 1 << 20  # stream characters held before the writer flushes them itself
+HWM = int(os.environ.get("IPYMINI_IOPUB_HWM", "128"))  # messages libzmq queues per subscriber
+BUFFER = int(float(os.environ.get("IPYMINI_IOPUB_BUFFER_MB", "32")) * 2**20)  # output bytes held beyond that before dropping
+STALL = float(os.environ.get("IPYMINI_IOPUB_STALL_S", "10"))  # seconds without progress before a subscriber is left behind
+RETRY_MS = 2
+DROPPABLE = {b'stream.stdout', b'stream.stderr', b'display_data', b'update_display_data'}  # topics of output, not state
+
+class Publisher(Channel):
+    "The IOPub channel: sends without blocking; what a slow subscriber cannot take yet waits, bounded, in `held`."
+    def __init__(self, sock, wire, on_recv, on_wake):
+        sock.setsockopt(zmq.XPUB_NODROP, 1)  # SNDHWM must be set before bind: Kernel._bind does it
+        super().__init__('iopub', sock, on_recv, on_wake)
+        self.wire,self.held,self.held_bytes,self.since,self.dropped = wire,deque(),0,0.,{}
+
+    def _send(self, frames):
+        if not self.held:
+            try: return self.sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again: self.since = time.monotonic()
+            except zmq.ZMQError as e: return log.warning("iopub: send failed: %s", e)
+        if frames[0] not in DROPPABLE:
+            self._note_dropped()
+            return self.held.append(frames)
+        n = sum(map(len, frames))
+        if self.held_bytes + n > BUFFER:
+            p = frames[4]  # the parent header: the note goes to the same cell
+            self.dropped[p] = self.dropped.get(p, 0) + n
+            return
+        self.held.append(frames)
+        self.held_bytes += n
+
+    def _note_dropped(self):
+        "Tell each cell whose output was dropped, in its own stream, before anything that follows it."
+        for p,n in self.dropped.items():
+            text = f"\n[ipymini: {n} bytes of output dropped: the client did not read them fast enough]\n"
+            self.held.append(self.wire.serialize('stream', dict(name='stderr', text=text), dict(raw_header=p), idents=(b'stream.stderr',)))
+        if self.dropped: log.warning("iopub: dropped %d bytes of output for a slow subscriber", sum(self.dropped.values()))
+        self.dropped = {}
+
+    def retry(self):
+        "On the IOPub thread: send what waits, as far as the subscribers take it."
+        h = self.held
+        while h:
+            try: self.sock.send_multipart(h[0], zmq.NOBLOCK)
+            except zmq.Again: break
+            except zmq.ZMQError as e: log.warning("iopub: send failed: %s", e)
+            f = h.popleft()
+            if f[0] in DROPPABLE: self.held_bytes -= sum(map(len, f))
+            self.since = time.monotonic()
+            if not h: self._note_dropped()
+        if h and time.monotonic() - self.since > STALL: self._leave_behind()
+
+    def _leave_behind(self):
+        "A subscriber took nothing for STALL seconds: send what waits to the others, dropping it for the full ones."
+        log.warning("iopub: a subscriber read nothing for %.0f s; sending %d waiting messages without it", STALL, len(self.held))
+        self.sock.setsockopt(zmq.XPUB_NODROP, 0)
+        try:
+            self._note_dropped()
+            while self.held: self._send_lossy(self.held.popleft())
+        finally: self.sock.setsockopt(zmq.XPUB_NODROP, 1)
+        self.held_bytes = 0
+
+    def _send_lossy(self, frames):
+        try: self.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as e: log.warning("iopub: send failed: %s", e)
+
+    def run(self):
+        super().run()
+        # stopping: give a slow subscriber a moment for the last messages (the shutdown's idle among them)
+        deadline = time.monotonic() + 1
+        while self.held and time.monotonic() < deadline:
+            self.retry()
+            if self.held: time.sleep(RETRY_MS / 1000)
+        if self.held: self._leave_behind()
 
 class IOPub:
     "Publish on IOPub from any thread. Pending stream text always goes out before any later message."
@@ -15,7 +93,7 @@ class IOPub:
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber gets its own welcome
         self.wire,self.lock = wire,threading.Lock()
         self.pending,self.size,self.deadline = [],0,None
-        self.channel = Channel('iopub', sock, self._on_subscribe, self._on_wake)
+        self.channel = Publisher(sock, wire, self._on_subscribe, self._on_wake)
 
     def start(self): self.channel.start()
 
@@ -48,7 +126,13 @@ class IOPub:
         self.pending,self.size,self.deadline = [],0,None
 
     def _on_wake(self):
-        "On the IOPub thread after every poll: flush stream text whose delay ran out, else sleep until it does."
+        "On the IOPub thread after every poll: retry what waits for a slow subscriber; flush stream text whose delay ran out."
+        ch = self.channel
+        if ch.held: ch.retry()
+        self._set_timeout()
+        if ch.held: ch.timeout = min(ch.timeout or RETRY_MS, RETRY_MS)
+
+    def _set_timeout(self):
         d = self.deadline
         if d is None: self.channel.timeout = None; return
         left = d - time.monotonic()

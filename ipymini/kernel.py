@@ -2,18 +2,19 @@
 import asyncio, importlib, json, logging, os, signal, sys, threading, time
 import zmq
 from . import __version__
-from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION
+from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION, MAX_FRAME
 from .channels import Channel
 from .iopub import IOPub
+from . import iopub
 from .streams import OutStream, current_parent, set_default_parent
 from .subshells import Subshell
-from . import bridge
+from . import bridge, lifecycle
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger']
+EXTENSIONS = ['debugger', 'usage']
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
 
@@ -82,12 +83,21 @@ class Kernel:
         self.stdin_handlers = {}  # msg_type -> fn(msg), on the stdin thread
         self.features = []  # kernel_info supported_features, added by the parts that provide them
         self.debugger_enabled = False
-        self.stopping = False
+        self.stopping = self.tearing_down = False
         if connection_file and any(not cfg.get(p) for p in PORTS): self._write_connection_file()
 
     def _bind(self, sock, port):
         transport,ip = self.cfg.get('transport', 'tcp'),self.cfg.get('ip', '127.0.0.1')
         n = self.cfg.get(port, 0)
+        if transport not in ('tcp', 'ipc'): raise KernelStartError(f"unsupported transport {transport!r}: use tcp or ipc")
+        # a frame past twice the message limit costs its sender the connection, before it fills memory; up to that, an error reply
+        if sock.type == zmq.ROUTER: sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_FRAME)
+        if sock.type == zmq.XPUB: sock.setsockopt(zmq.SNDHWM, iopub.HWM)  # before bind: the listener copies its options then
+        if self.cfg.get('curve_secretkey'):  # CurveZMQ: every socket a server with the key pair the launcher wrote
+            try:
+                sock.curve_secretkey,sock.curve_publickey = self.cfg['curve_secretkey'].encode(),self.cfg['curve_publickey'].encode()
+                sock.curve_server = True
+            except (zmq.ZMQError, KeyError, AttributeError) as e: raise KernelStartError(f"bad CurveZMQ keys in the connection file: {e}") from None
         try:
             if transport == 'ipc':
                 if not n: n = next(i for i in range(1, 65536) if not os.path.exists(f"{ip}-{i}"))
@@ -116,7 +126,10 @@ class Kernel:
         "A verified message, or None after logging (and answering, where a reply can be addressed) a bad one."
         try:
             msg = self.wire.deserialize(frames)
-            check_content(msg)
+            try: check_content(msg)
+            except WireError as e:  # a signed request with bad fields: answerable
+                e.header,e.idents = msg['header'],msg['idents']
+                raise
             return msg
         except WireError as e:
             hdr = e.header or {}
@@ -242,14 +255,25 @@ class Kernel:
         t.start()
 
     def _hard_exit(self):
+        if self.tearing_down: return  # the main thread got there first and is finishing
         log.warning("main thread still busy after shutdown; exiting")
         self.teardown()
         os._exit(0)
 
     def teardown(self):
+        if self.tearing_down: return
+        self.tearing_down = True
+        lifecycle.end_children()
         self.iopub.flush()
-        for ch in (self.shell_ch, self.control_ch, self.stdin_ch, self.iopub.channel): ch.stop()
-        for ch in (self.shell_ch, self.control_ch, self.stdin_ch, self.iopub.channel): ch.join(2)
+        chans = (self.shell_ch, self.control_ch, self.stdin_ch, self.iopub.channel)
+        for ch in chans: ch.stop()
+        for ch in chans: ch.join(2)
+        # replies still queued in libzmq (the shutdown_reply, the last idle) go out before the process ends
+        if any(ch.is_alive() for ch in chans): return
+        for ch in chans: ch.sock.close()
+        t = threading.Thread(target=self.ctx.term, daemon=True)
+        t.start()
+        t.join(2)
 
     def start(self):
         "Start the socket threads and IPython; the caller then runs `main` on the main thread's loop."
@@ -266,12 +290,13 @@ class Kernel:
         self.parent_subshell.start()
         for name in EXTENSIONS: importlib.import_module(f'.{name}', __package__).setup(self)
         if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, self._on_sigint)
+        lifecycle.setup(self)
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
 
     def _heartbeat(self):
         # the echo runs inside libzmq: no Python, no GIL, per beat
         try: zmq.proxy(self.hb_sock, self.hb_sock)
-        except zmq.ZMQError: pass
+        except zmq.ZMQError: self.hb_sock.close(0)  # the context is ending
 
     def run(self):
         "Serve until shutdown; then save history, run exit handlers and leave."

@@ -1,5 +1,6 @@
 """The kernelspec: what `python -m ipymini install` writes so Jupyter front ends can list and start ipymini."""
 import json, os, sys, shutil, tempfile
+import zmq
 from jupyter_core.paths import jupyter_data_dir, SYSTEM_JUPYTER_PATH
 
 __all__ = ['kernel_json', 'install', 'InstallError']
@@ -10,6 +11,8 @@ def kernel_json(python=None, display_name="Python 3 (ipymini)", env=None):
     "The kernel.json dict, launching ipymini with `python` (default: this interpreter)."
     spec = dict(argv=[python or sys.executable, "-m", "ipymini", "-f", "{connection_file}"], display_name=display_name, language="python",
                 interrupt_mode="signal", kernel_protocol_version="5.5", metadata=dict(debugger=True))
+    # a launcher hands CurveZMQ keys only to kernels that say they take them; that needs a libzmq built with libsodium
+    if zmq.has('curve'): spec['metadata']['supported_encryption'] = ['curve']
     if env: spec['env'] = dict(env)
     return spec
 

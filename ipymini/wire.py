@@ -25,7 +25,10 @@ def _default(o):
 
 def dumps(o) -> bytes:
     "Compact UTF-8 JSON, never failing on odd user values."
-    return json.dumps(o, default=_default, ensure_ascii=False, separators=(',', ':')).encode('utf-8', 'surrogateescape')
+    s = json.dumps(o, default=_default, ensure_ascii=False, separators=(',', ':'))
+    try: return s.encode()
+    # a lone surrogate (e.g. an escape a client sent, or a decoded file name) has no UTF-8 form: escape it as JSON does
+    except UnicodeEncodeError: return json.dumps(o, default=_default, separators=(',', ':')).encode()
 
 def now_iso(): return datetime.now(timezone.utc).isoformat()
 def new_id(): return uuid.uuid4().hex
@@ -36,7 +39,8 @@ def _next_msg_id(session):
     return f"{session}_{os.getpid()}_{next(_counter)}"
 
 def _loads(b, what):
-    try: o = json.loads(b)
+    # decode first: json.loads(bytes) would guess UTF-16/32 from zero bytes, and the wire is UTF-8 only
+    try: o = json.loads(b.decode())
     except UnicodeDecodeError: raise WireError(f"{what} is not valid UTF-8") from None
     except ValueError as e: raise WireError(f"{what} is not valid JSON: {e}") from None
     if not isinstance(o, dict): raise WireError(f"{what} must be a JSON object, not {type(o).__name__}")
@@ -49,6 +53,10 @@ class Wire:
         if not scheme.startswith("hmac-"): raise ValueError(f"unsupported signature_scheme {scheme!r}")
         algo = scheme[5:]
         if algo not in hashlib.algorithms_available: raise ValueError(f"unsupported signature_scheme {scheme!r}")
+        # keyed once here: each message then costs a copy, not a key schedule
+        self.hmac = hmac.new(key, digestmod=algo) if key else None
+        try: self.hmac and self.hmac.copy().hexdigest()
+        except (TypeError, ValueError): raise ValueError(f"unsupported signature_scheme {scheme!r}") from None
         self.key,self.algo,self.username,self.session = key,algo,username,new_id()
         self.bsession = self.session.encode()
         self.seen,self.seen_order,self.history = set(),deque(),history
@@ -56,7 +64,7 @@ class Wire:
     def sign(self, parts) -> bytes:
         "Hex HMAC of the four JSON frames; empty when the connection has no key."
         if not self.key: return b""
-        h = hmac.new(self.key, digestmod=self.algo)
+        h = self.hmac.copy()
         for p in parts: h.update(p)
         return h.hexdigest().encode()
 
@@ -87,13 +95,14 @@ class Wire:
         idents,rest = frames[:i],frames[i+1:]
         if len(rest) < 5: raise WireError(f"too few frames: {len(rest)} after the delimiter, 5 needed", idents=idents)
         sig,parts,buffers = rest[0],rest[1:5],rest[5:]
-        if sum(len(f) for f in frames) > MAX_FRAME: raise WireError(f"message larger than {MAX_FRAME} bytes", idents=idents)
+        # nothing is parsed before the signature holds: an unsigned message is never answered, let alone run
         if self.key:
             if not hmac.compare_digest(sig, self.sign(parts)): raise WireError("invalid message signature", ename="InvalidSignature")
             self._check_replay(sig)
         header = _loads(parts[0], "header")
         if not isinstance(header.get('msg_type'), str) or not isinstance(header.get('msg_id', ''), str):
             raise WireError("header needs string msg_type and msg_id", idents=idents)
+        if sum(map(len, rest)) > MAX_FRAME: raise WireError(f"message larger than {MAX_FRAME} bytes", ename="MessageTooLarge", header=header, idents=idents)
         msg = dict(idents=idents, header=header, raw_header=parts[0], buffers=buffers)
         try:
             msg['parent_header'] = _loads(parts[1], "parent_header")
