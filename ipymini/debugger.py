@@ -1,5 +1,5 @@
 """The debugger: Debug Adapter Protocol requests in `debug_request` on control, answered from debugpy running in-process."""
-import os, sys, re, types, json, struct, socket, tempfile, threading, itertools, linecache, logging, functools, importlib.util, ast
+import os, sys, re, types, json, reprlib, struct, socket, atexit, threading, itertools, linecache, logging, functools, importlib.util, ast
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from .streams import get_parent
 
@@ -7,7 +7,6 @@ __all__ = ['murmur2', 'cell_path', 'Debugger', 'setup']
 log = logging.getLogger('ipymini')
 
 HASH_SEED = 0xC70F6907  # the seed front ends are told in debugInfo; with murmur2 they name a cell's file as the kernel does
-TMP_PREFIX = os.path.join(tempfile.gettempdir(), f'ipymini_{os.getpid()}') + os.sep
 TMP_SUFFIX = '.py'
 TIMEOUT = float(os.environ.get('IPYMINI_DEBUG_TIMEOUT', 10))  # longest wait for debugpy's answer to one request
 START_TIMEOUT = 30  # debugpy.listen starts the adapter process: a cold start of a loaded machine takes seconds
@@ -24,10 +23,23 @@ def murmur2(data: bytes, seed: int) -> int:
     h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
     return h ^ (h >> 15)
 
+@functools.cache
+def tmp_prefix():
+    "The folder of this kernel's cell files, with a trailing separator (tempfile loads only when a cell first needs it)."
+    import tempfile
+    return os.path.join(tempfile.gettempdir(), f'ipymini_{os.getpid()}') + os.sep
+
+@functools.cache
+def make_tmp_dir():
+    "Create the cell folder once, and remove it when the kernel exits."
+    import shutil
+    os.makedirs(tmp_prefix(), mode=0o700, exist_ok=True)
+    atexit.register(shutil.rmtree, tmp_prefix(), ignore_errors=True)
+
 @functools.lru_cache(maxsize=512)
 def cell_path(code: str) -> str:
     "The file a cell's code is compiled under and dumped to: the path front ends compute from debugInfo."
-    return f"{TMP_PREFIX}{murmur2(code.encode('utf-8'), HASH_SEED)}{TMP_SUFFIX}"
+    return f"{tmp_prefix()}{murmur2(code.encode('utf-8'), HASH_SEED)}{TMP_SUFFIX}"
 
 def hide_thread(t):
     "Keep debugpy out of a kernel thread: no tracing (sys.settrace), no sys.monitoring events, never suspended or listed."
@@ -100,10 +112,17 @@ class DAPClient:
         except OSError: pass
         self.sock.close()
 
-def _safe_repr(v, limit=1000):
-    try: r = repr(v)
-    except Exception as e: r = f"<repr failed: {type(e).__name__}>"
-    return r if len(r) <= limit else r[:limit] + '...'
+def _repr_limits():
+    r = reprlib.Repr()
+    r.maxlevel,r.maxstring,r.maxlong,r.maxother = 3,1000,1000,1000
+    r.maxlist = r.maxtuple = r.maxdict = r.maxset = r.maxfrozenset = r.maxdeque = r.maxarray = 100
+    return r
+
+REPR = _repr_limits()  # a huge list costs its first 100 items here, not a full repr on the control thread
+
+def _safe_repr(v):
+    try: return REPR.repr(v)
+    except Exception as e: return f"<repr failed: {type(e).__name__}>"
 
 def _expandable(v):
     try:
@@ -113,25 +132,27 @@ def _expandable(v):
     except Exception: return False
 
 class Variables:
-    "The user's namespace as DAP variables while nothing is stopped: references stay valid until the next `inspect`."
+    "The user's namespace as DAP variables while nothing is stopped: references stay valid until the next `inspectVariables`."
     MAX = 500
-    def __init__(self, ns): self.ns,self.refs = ns,{}
+    def __init__(self): self.refs = {}
 
-    def var(self, name, value):
+    def var(self, name, value, expr):
         ref = 0
         if _expandable(value):
             ref = len(self.refs) + 1
-            self.refs[ref] = value
-        return dict(name=str(name), value=_safe_repr(value), type=type(value).__name__, evaluateName=str(name), variablesReference=ref)
+            self.refs[ref] = value,expr
+        d = dict(name=name, value=_safe_repr(value), type=type(value).__name__, variablesReference=ref)
+        if expr: d['evaluateName'] = expr
+        return d
 
     def children(self, ref):
-        v = self.refs.get(ref)
-        if isinstance(v, dict): items = ((_safe_repr(k, 100), x) for k,x in v.items())
-        elif isinstance(v, (list, tuple)): items = enumerate(v)
-        elif isinstance(v, (set, frozenset)): items = enumerate(v)
-        elif v is not None: items = list(vars(v).items())
+        v,expr = self.refs.get(ref, (None, None))
+        if isinstance(v, dict): items = ((_safe_repr(k), x, f"{expr}[{k!r}]") for k,x in v.items())
+        elif isinstance(v, (list, tuple)): items = ((str(i), x, f"{expr}[{i}]") for i,x in enumerate(v))
+        elif isinstance(v, (set, frozenset)): items = ((str(i), x, None) for i,x in enumerate(v))
+        elif v is not None: items = ((k, x, f"{expr}.{k}") for k,x in list(vars(v).items()))
         else: items = ()
-        return [self.var(k, x) for k,x in itertools.islice(items, self.MAX)]
+        return [self.var(*o) for o in itertools.islice(items, self.MAX)]
 
 class Debugger:
     "debug_request handlers: most DAP requests go to debugpy's adapter; the Jupyter extensions are answered here."
@@ -140,7 +161,7 @@ class Debugger:
         self.client,self.endpoint,self.started,self.attached = None,None,False,False
         self.breakpoints,self.stopped = {},set()
         self.caps,self.removed_transforms = None,[]
-        self.explorer = Variables(self.shell.user_ns)
+        self.explorer = Variables()
         self.initialized = threading.Event()
         # files of everything loaded before the user's code: frames in them are the kernel's, hidden from stack traces and steps
         self.internal = sorted({f for m in list(sys.modules.values()) if isinstance(f := getattr(m, '__file__', None), str)} |
@@ -160,6 +181,7 @@ class Debugger:
         if req.get('arguments') is None: req['arguments'] = {}
         if not isinstance(req['arguments'], dict): return self.fail(req, "'arguments' must be an object")
         fn = self.local.get(req['command'])
+        if req['command'] == 'launch': return self.fail(req, "the kernel is debugged in-process: use 'attach'")
         try:
             if fn: return fn(req)
             if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
@@ -230,7 +252,7 @@ class Debugger:
         if self.started: return self.respond(req, self.caps)
         self._hide_kernel_threads()
         host,port = self._ensure_listening()
-        os.makedirs(TMP_PREFIX, mode=0o700, exist_ok=True)
+        make_tmp_dir()
         self.initialized.clear()
         self.client = DAPClient(host, port, self.on_event)
         rep = self.forward(req)
@@ -292,7 +314,7 @@ class Debugger:
 
     # ---- the Jupyter extensions and the requests that need a kernel's view ----
     def debug_info(self, req):
-        return self.respond(req, dict(isStarted=self.started, hashMethod='Murmur2', hashSeed=HASH_SEED, tmpFilePrefix=TMP_PREFIX,
+        return self.respond(req, dict(isStarted=self.started, hashMethod='Murmur2', hashSeed=HASH_SEED, tmpFilePrefix=tmp_prefix(),
             tmpFileSuffix=TMP_SUFFIX, breakpoints=[dict(source=s, breakpoints=b) for s,b in self.breakpoints.items()],
             stoppedThreads=sorted(self.stopped), richRendering=True, exceptionPaths=['Python Exceptions'], copyToGlobals=True))
 
@@ -300,7 +322,7 @@ class Debugger:
         code = req['arguments'].get('code')
         if not isinstance(code, str): return self.fail(req, "dumpCell: 'code' must be a string")
         path = cell_path(code)
-        os.makedirs(TMP_PREFIX, mode=0o700, exist_ok=True)
+        make_tmp_dir()
         with open(path, 'w', encoding='utf-8') as f: f.write(code)
         return self.respond(req, dict(sourcePath=path))
 
@@ -330,9 +352,9 @@ class Debugger:
     def visible(self, name): return not (HIDDEN_RE.match(name) or name in self.shell.user_ns_hidden)
 
     def inspect_variables(self, req):
-        self.explorer = Variables(self.shell.user_ns)
+        self.explorer = Variables()
         ns = list(self.shell.user_ns.items())
-        return self.respond(req, dict(variables=[self.explorer.var(k, v) for k,v in ns if self.visible(k)]))
+        return self.respond(req, dict(variables=[self.explorer.var(k, v, k) for k,v in ns if isinstance(k, str) and self.visible(k)]))
 
     def variables(self, req):
         if not self.stopped:

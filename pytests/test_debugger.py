@@ -106,6 +106,10 @@ def test_debug_info_before_start(dbg):
         rep = dbg.request(cmd, threadId=1)
         assert rep['success'] is False and 'not started' in rep['message']
 
+def test_debugpy_loads_only_when_the_debugger_starts(dbg):
+    reply,io = dbg.finish(dbg.execute("import sys; print('debugpy' in sys.modules)"))
+    assert reply['status'] == 'ok' and stdout(io) == 'False\n'
+
 def test_murmur2_matches_front_ends():
     # values of the hash JupyterLab computes (and ipykernel's compiler) for these strings with the advertised seed
     for s,h in [('', 3990065800), ('a', 2167009006), ('print(1)\n', 3089598676), ("x = 'é€'", 2749374090)]: assert murmur2(s.encode(), SEED) == h
@@ -203,16 +207,17 @@ def test_pause_then_evaluate_to_end_a_loop(started):
     assert reply['status'] == 'ok' and stdout(io) == 'left the loop\n'
 
 def test_inspect_variables_while_running(started):
-    reply,_ = started.finish(started.execute("alpha = 7\nbeta = {'k': [1, 2]}\n_hidden_by_ipython = 1"))
+    reply,_ = started.finish(started.execute("alpha = 7\nbeta = {'k': [1, 2]}\nbig = list(range(10**6))"))
     assert reply['status'] == 'ok'
     vs = {v['name']: v for v in started.ok('inspectVariables')['variables']}
     assert {k: (v['value'], v['type']) for k,v in vs.items() if k in ('alpha', 'beta')} == dict(alpha=('7', 'int'), beta=("{'k': [1, 2]}", 'dict'))
     assert not {'In', 'Out', 'get_ipython', 'exit', 'quit', '_', '_i', '__name__', '__builtins__'} & set(vs)
     assert vs['alpha']['variablesReference'] == 0
+    assert vs['big']['value'].startswith('[0, 1, 2') and vs['big']['value'].endswith('...]') and len(vs['big']['value']) < 1000
     kids = started.ok('variables', variablesReference=vs['beta']['variablesReference'])['variables']
-    assert [(v['name'], v['value']) for v in kids] == [("'k'", '[1, 2]')]
+    assert [(v['name'], v['value'], v['evaluateName']) for v in kids] == [("'k'", '[1, 2]', "beta['k']")]
     grandkids = started.ok('variables', variablesReference=kids[0]['variablesReference'])['variables']
-    assert [(v['name'], v['value']) for v in grandkids] == [('0', '1'), ('1', '2')]
+    assert [(v['name'], v['value'], v['evaluateName']) for v in grandkids] == [('0', '1', "beta['k'][0]"), ('1', '2', "beta['k'][1]")]
     assert started.ok('richInspectVariables', variableName='alpha') == dict(data={'text/plain': '7'}, metadata={})
     assert started.ok('richInspectVariables', variableName='special variables') == dict(data={}, metadata={})
     rep = started.request('copyToGlobals', srcVariableName='alpha', dstVariableName='gamma', srcFrameId=1)
@@ -231,8 +236,8 @@ def test_bad_debug_requests_get_error_responses(started):
         started.kc.control_channel.send(msg)
         reply = get_reply(started.kc, msg['header']['msg_id'], 'control')
         assert reply['msg_type'] == 'debug_reply' and reply['content']['success'] is False and reply['content']['message']
-    rep = started.request('noSuchCommand')
-    assert rep['success'] is False
+    assert started.request('noSuchCommand')['success'] is False
+    assert 'attach' in started.request('launch', program='x.py')['message']
     assert started.ok('debugInfo')['isStarted'] is True
 
 def test_terminate_ends_the_session_not_the_kernel(started):
@@ -261,3 +266,13 @@ def test_disconnect_then_start_again(started):
     started.ok('continue', threadId=tid)
     reply,io = started.finish(mid)
     assert reply['status'] == 'ok' and stdout(io) == '41\n'
+
+def test_shutdown_removes_cell_files(kernel, dbg):
+    # last in this module: it ends the module's kernel
+    prefix = dbg.ok('debugInfo')['tmpFilePrefix']
+    assert os.path.isdir(prefix)
+    msg = dbg.kc.session.msg('shutdown_request', dict(restart=False))
+    dbg.kc.control_channel.send(msg)
+    assert get_reply(dbg.kc, msg['header']['msg_id'], 'control')['content']['status'] == 'ok'
+    assert kernel[0].provisioner.process.wait(timeout=TIMEOUT) == 0
+    assert not os.path.exists(prefix)
