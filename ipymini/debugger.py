@@ -58,10 +58,10 @@ class DAPClient:
         hide_thread(t)
         t.start()
 
-    def send(self, command, arguments=None):
-        "Send a request; returns its seq, for `wait`."
+    def send(self, command, arguments=None, answer=True):
+        "Send a request; returns its seq, for `wait` (with `answer=False` its response is dropped)."
         seq = next(self.seqs)
-        self.waiting[seq] = [threading.Event(), None]
+        if answer: self.waiting[seq] = [threading.Event(), None]
         body = json.dumps(dict(seq=seq, type='request', command=command, arguments=arguments or {})).encode()
         with self.lock:
             try: self.sock.sendall(b'Content-Length: %d\r\n\r\n' % len(body) + body)
@@ -158,7 +158,7 @@ class Debugger:
     "debug_request handlers: most DAP requests go to debugpy's adapter; the Jupyter extensions are answered here."
     def __init__(self, kernel):
         self.kernel,self.shell = kernel,kernel.shell
-        self.client,self.endpoint,self.started,self.attached = None,None,False,False
+        self.client,self.endpoint,self.started,self.attached,self.hooked = None,None,False,False,False
         self.breakpoints,self.stopped = {},set()
         self.caps,self.removed_transforms = None,[]
         self.explorer = Variables()
@@ -248,10 +248,33 @@ class Debugger:
         save = getattr(self.shell.history_manager, 'save_thread', None)
         if save is not None: hide_thread(save)
 
+    def _hook_sigint(self):
+        "An interrupt while a cell is stopped resumes it first: a KeyboardInterrupt raised inside debugpy's tracer ends debugging."
+        k,mod = self.kernel,sys.modules[type(self.kernel).__module__]
+        unsafe = getattr(mod, 'SIGINT_UNSAFE', None)
+        if self.hooked or not hasattr(k, 'interrupt_subshells') or not isinstance(unsafe, set): return
+        self.hooked,orig = True,k.interrupt_subshells
+        def hook():
+            self.resume_for_interrupt()
+            return orig()
+        k.interrupt_subshells = hook
+        # the kernel delivers a SIGINT that lands in these modules again a moment later: by then the cell runs user code again
+        unsafe.update(n for n in list(sys.modules) if n == 'pydevd' or n.startswith(('_pydevd', '_pydev_')))
+
+    def resume_for_interrupt(self):
+        "On the main thread, in the SIGINT handler: let the stopped threads run, and tell front ends they do."
+        client,stopped = self.client,sorted(self.stopped)
+        if not stopped or client is None or client.closed: return
+        client.send('continue', dict(threadId='*'), answer=False)
+        self.stopped.clear()
+        for tid in stopped: self.kernel.iopub.send('debug_event', dict(seq=0, type='event', event='continued',
+                                                                      body=dict(threadId=tid, allThreadsContinued=True)), get_parent())
+
     def initialize(self, req):
         if self.started: return self.respond(req, self.caps)
         self._hide_kernel_threads()
         host,port = self._ensure_listening()
+        self._hook_sigint()
         make_tmp_dir()
         self.initialized.clear()
         self.client = DAPClient(host, port, self.on_event)

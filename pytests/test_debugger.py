@@ -1,6 +1,7 @@
 """The debugger: DAP in debug_request/debug_reply on control, debug_event on IOPub, breakpoints in dumped cells."""
 import os, time, queue, pytest
 from kernel_utils import TIMEOUT, get_reply, types, stdout
+import ipymini.kernel
 from ipymini.debugger import murmur2
 
 SEED = 0xC70F6907
@@ -205,6 +206,25 @@ def test_pause_then_evaluate_to_end_a_loop(started):
     started.ok('continue', threadId=ev['body']['threadId'])
     reply,io = started.finish(mid)
     assert reply['status'] == 'ok' and stdout(io) == 'left the loop\n'
+
+@pytest.mark.skipif(not hasattr(ipymini.kernel, 'SIGINT_UNSAFE'), reason="needs the kernel's SIGINT retry outside unsafe modules")
+def test_interrupt_while_stopped_resumes_then_interrupts(started):
+    code = "import time\nx = 1\nwhile True:\n    time.sleep(0.01)\n"
+    mid,path,tid = started.stop_at(code, [2])
+    started.clear(path)
+    msg = started.kc.session.msg('interrupt_request', {})
+    started.kc.control_channel.send(msg)
+    assert get_reply(started.kc, msg['header']['msg_id'], 'control')['content']['status'] == 'ok'
+    assert started.event('continued')['body'] == dict(threadId=tid, allThreadsContinued=True)  # the front end did not ask: it is told
+    reply,io = started.finish(mid)
+    assert (reply['status'], reply['ename']) == ('error', 'KeyboardInterrupt')
+    assert started.ok('debugInfo')['stoppedThreads'] == []
+    # debugging goes on: the interrupt did not land inside the debugger's tracer
+    mid,path,tid = started.stop_at(CELL, [3])
+    started.clear(path)
+    started.ok('continue', threadId=tid)
+    reply,io = started.finish(mid)
+    assert reply['status'] == 'ok' and stdout(io) == '41\n'
 
 def test_inspect_variables_while_running(started):
     reply,_ = started.finish(started.execute("alpha = 7\nbeta = {'k': [1, 2]}\nbig = list(range(10**6))"))
