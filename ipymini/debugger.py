@@ -39,7 +39,7 @@ def make_tmp_dir():
 @functools.lru_cache(maxsize=512)
 def cell_path(code: str) -> str:
     "The file a cell's code is compiled under and dumped to: the path front ends compute from debugInfo."
-    return f"{tmp_prefix()}{murmur2(code.encode('utf-8'), HASH_SEED)}{TMP_SUFFIX}"
+    return f"{tmp_prefix()}{murmur2(code.encode('utf-8', 'surrogatepass'), HASH_SEED)}{TMP_SUFFIX}"  # a lone surrogate must not fail a cell
 
 def hide_thread(t):
     "Keep debugpy out of a kernel thread: no tracing (sys.settrace), no sys.monitoring events, never suspended or listed."
