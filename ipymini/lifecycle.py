@@ -1,18 +1,23 @@
 """The kernel process's life: its own process group, a clean stop on SIGTERM or when its launcher dies, the user's
 child processes ended with it, and thread stacks dumped on SIGUSR1."""
-import faulthandler, logging, os, select, signal, sys, threading, time
+import faulthandler, logging, os, select, signal, threading, time
 
 __all__ = ['setup', 'lead_process_group', 'watch_parent', 'children', 'end_children']
 log = logging.getLogger('ipymini')
+
+# the process's stderr as it was at start: output capture may later point fd 2 at a pipe into IOPub, but a stack dump
+# is for whoever runs the kernel, and must work when nothing in Python does
+try: ERR_FD = os.dup(2)
+except OSError: ERR_FD = None
 
 def setup(kernel):
     "Install the signal handlers (main thread only) and the launcher watch; called by `Kernel.start`."
     lead_process_group()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: kernel.request_stop())
-        if hasattr(signal, 'SIGUSR1'): faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+        if hasattr(signal, 'SIGUSR1') and ERR_FD is not None: faulthandler.register(signal.SIGUSR1, file=ERR_FD, all_threads=True)
     # a crash in C code still leaves every thread's stack on stderr
-    faulthandler.enable(file=sys.__stderr__, all_threads=True)
+    if ERR_FD is not None: faulthandler.enable(file=ERR_FD, all_threads=True)
     watch_parent(kernel.request_stop)
 
 def lead_process_group():

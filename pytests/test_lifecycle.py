@@ -1,0 +1,124 @@
+"""The kernel process's life: shutdown always answered, SIGTERM and a dead launcher take the same clean path, its own
+process group, the user's child processes ended with it, thread stacks on SIGUSR1."""
+import json, os, select, signal, subprocess, sys, textwrap, uuid
+import pytest, psutil
+from jupyter_client import BlockingKernelClient
+from kernel_utils import start_kernel, execute, request, get_reply, TIMEOUT
+
+def wait_exit(pid, timeout=TIMEOUT):
+    "Wait for any process (not only a child) to end; True when it did."
+    try: fd = os.pidfd_open(pid)
+    except ProcessLookupError: return True
+    try: return bool(select.select([fd], [], [], timeout)[0])
+    finally: os.close(fd)
+
+def gone(pid):
+    try: return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess: return True
+
+def on_exit_marker(kc, path):
+    "A cell that leaves `path` behind when the kernel runs its exit handlers: the clean path was taken."
+    reply,_ = execute(kc, f"import atexit\natexit.register(lambda: open({str(path)!r}, 'w').write('bye'))")
+    assert reply['content']['status'] == 'ok'
+
+@pytest.mark.parametrize('channel', ['shell', 'control'])
+@pytest.mark.parametrize('restart', [False, True])
+def test_shutdown_answered_then_exit(channel, restart, tmp_path):
+    with start_kernel() as (km,kc):
+        on_exit_marker(kc, tmp_path/'exit')
+        reply,msgs = request(kc, 'shutdown_request', channel=channel, restart=restart)
+        assert reply['msg_type'] == 'shutdown_reply' and reply['content'] == dict(status='ok', restart=restart)
+        assert [m['content']['execution_state'] for m in msgs] == ['busy', 'idle']
+        assert km.provisioner.process.wait(TIMEOUT) == 0
+        assert (tmp_path/'exit').read_text() == 'bye'
+
+def test_sigterm_clean_exit(tmp_path):
+    with start_kernel() as (km,kc):
+        on_exit_marker(kc, tmp_path/'exit')
+        km.provisioner.process.send_signal(signal.SIGTERM)
+        assert km.provisioner.process.wait(TIMEOUT) == 0
+        assert (tmp_path/'exit').read_text() == 'bye'
+
+def test_leads_process_group(kernel):
+    km,_ = kernel
+    pid = km.provisioner.process.pid
+    assert os.getpgid(pid) == pid
+
+def connection_file(tmp_path):
+    from jupyter_client.connect import write_connection_file
+    path,_ = write_connection_file(str(tmp_path/'conn.json'), key=uuid.uuid4().hex.encode())
+    return path
+
+def client(path):
+    kc = BlockingKernelClient(connection_file=path)
+    kc.load_connection_file()
+    kc.start_channels()
+    kc.wait_for_ready(timeout=TIMEOUT)
+    return kc
+
+def test_by_hand_leads_own_group(tmp_path):
+    "Started by hand, in its parent's process group, the kernel makes a group of its own."
+    path = connection_file(tmp_path)
+    p = subprocess.Popen([sys.executable, '-m', 'ipymini', '-f', path], stderr=subprocess.DEVNULL)
+    try:
+        kc = client(path)
+        assert os.getpgid(p.pid) == p.pid != os.getpgid(0)
+        request(kc, 'shutdown_request', channel='control')
+        kc.stop_channels()
+        assert p.wait(TIMEOUT) == 0
+    finally: p.kill()
+
+CHILDREN = """
+import subprocess, sys
+a = subprocess.Popen(['sleep', '600'])
+b = subprocess.Popen([sys.executable, '-c', 'import subprocess; subprocess.Popen(["sleep", "600"]).wait()'])
+c = subprocess.Popen(['sh', '-c', 'trap "" TERM; sleep 600'], start_new_session=True)  # its own session, and deaf to SIGTERM
+"""
+
+def test_children_ended_on_exit():
+    with start_kernel() as (km,kc):
+        reply,_ = execute(kc, CHILDREN, user_expressions=dict(pids='[a.pid, b.pid, c.pid]'))
+        pids = json.loads(reply['content']['user_expressions']['pids']['data']['text/plain'])
+        kernel = psutil.Process(km.provisioner.process.pid)
+        everyone = {p.pid for p in kernel.children(recursive=True)}
+        assert set(pids) <= everyone and len(everyone) >= 4  # b's own sleep too
+        request(kc, 'shutdown_request', channel='control')
+        assert km.provisioner.process.wait(TIMEOUT) == 0
+        assert all(gone(p) for p in everyone), [p for p in everyone if not gone(p)]
+
+LAUNCHER = """
+import sys, time
+from jupyter_client.manager import KernelManager
+km = KernelManager(kernel_name={name!r})
+km.start_kernel()
+print(km.connection_file, km.provisioner.process.pid, flush=True)
+sys.stdin.read()
+"""
+
+def test_launcher_death_shuts_down(tmp_path):
+    "A kernel whose launcher (JPY_PARENT_PID) dies runs its exit handlers and ends."
+    from kernel_utils import KERNEL_NAME
+    launcher = subprocess.Popen([sys.executable, '-c', LAUNCHER.format(name=KERNEL_NAME)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+    try:
+        path,pid = launcher.stdout.readline().split()
+        pid = int(pid)
+        kc = client(path)
+        on_exit_marker(kc, tmp_path/'exit')
+        kc.stop_channels()
+        launcher.kill()
+        launcher.wait(TIMEOUT)
+        assert wait_exit(pid), "kernel still running after its launcher died"
+        assert (tmp_path/'exit').read_text() == 'bye'
+    finally:
+        launcher.kill()
+        if 'pid' in locals() and not gone(pid): os.kill(pid, signal.SIGKILL)
+
+def test_sigusr1_dumps_stacks(tmp_path):
+    log = tmp_path/'kernel.log'
+    with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
+        km.provisioner.process.send_signal(signal.SIGUSR1)
+        request(kc, 'kernel_info_request')  # answered: the kernel lives on
+        text = log.read_text()
+    assert text.count('Thread 0x') + text.count('Current thread 0x') >= 6, text  # main, shell, control, stdin, iopub, heartbeat
+    assert 'ipymini/channels.py' in text and 'ipymini/kernel.py' in text
