@@ -7,14 +7,14 @@ from .channels import Channel
 from .iopub import IOPub
 from . import iopub
 from .streams import OutStream, current_parent, set_default_parent
-from .subshells import Subshell
+from .subshells import Subshell, not_found
 from . import bridge, lifecycle
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger', 'usage']
+EXTENSIONS = ['debugger', 'usage', 'streams', 'subshells']
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
 
@@ -158,7 +158,9 @@ class Kernel:
         msg = self.parse(frames, self.shell_ch)
         if msg is None: return
         t = msg['msg_type']
-        if t in self.queued_handlers: return self.subshell_for(msg).submit(msg)
+        sub = self.subshell_for(msg)
+        if sub is None: return not_found(self, msg, f"no subshell {msg['header'].get('subshell_id')!r}")
+        if t in self.queued_handlers: return sub.submit(msg)
         if t not in self.shell_handlers and not t.endswith('_request'): return log.warning("shell: dropped unknown message type %r", t)
         self.run_handler(self.shell_ch, msg, self.shell_handlers.get(t))
 
@@ -176,7 +178,11 @@ class Kernel:
         if handler: handler(msg)
         else: log.warning("stdin: unexpected %s", msg['msg_type'])
 
-    def subshell_for(self, msg): return self.parent_subshell
+    def subshell_for(self, msg):
+        "The subshell a shell message names in its header's `subshell_id` (JEP 91): None names the parent; None if there is no such subshell."
+        sid = msg['header'].get('subshell_id')
+        if sid is None: return self.parent_subshell
+        return self.subshells.get(sid) if isinstance(sid, str) else None
 
     # ---- queued requests (on the subshell's thread) ----
     async def process(self, sub, msg):
@@ -238,7 +244,11 @@ class Kernel:
         "What SIGINT does: interrupt the running cell."
         os.kill(os.getpid(), signal.SIGINT)
 
+    def interrupt_subshells(self):
+        "Hook called first on every SIGINT: child subshells' threads get no signal, so the subshells part extends this to reach them."
+
     def _on_sigint(self, signum, frame):
+        self.interrupt_subshells()
         task = self.parent_subshell.cell_task
         if task is None: return
         if asyncio.current_task(self.loop) is task: raise KeyboardInterrupt

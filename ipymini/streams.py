@@ -1,18 +1,22 @@
-"""sys.stdout / sys.stderr replacements that publish to IOPub under the message that is current where they are written."""
-import io, contextvars
+"""Output routing: sys.stdout / sys.stderr replacements that publish to IOPub under the request current where they are written,
+threads and executors that carry the context of the cell that started them, and fd-level capture of C and subprocess output."""
+import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
+from concurrent.futures import ThreadPoolExecutor
 
-__all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream']
+__all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
+log = logging.getLogger('ipymini')
 
 current_parent = contextvars.ContextVar('ipymini_parent', default=None)
+_get = current_parent.get
 _default = [None]
 
 def set_default_parent(msg):
-    "The parent for output from code that runs outside any request's context (e.g. a bare thread)."
+    "The parent for output from code that runs outside any request's context (e.g. a thread started by the kernel)."
     _default[0] = msg
 
 def get_parent():
     "The request that output written here and now belongs to."
-    return current_parent.get() or _default[0]
+    return _get() or _default[0]
 
 class OutStream(io.TextIOBase):
     "A text stream whose writes become IOPub `stream` messages, batched by the IOPub thread."
@@ -28,7 +32,7 @@ class OutStream(io.TextIOBase):
 
     def write(self, s):
         if not isinstance(s, str): raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if s: self.iopub.stream(self._name, s, get_parent())
+        if s: self.iopub.stream(self._name, s, _get() or _default[0])
         return len(s)
 
     def writelines(self, lines):
@@ -41,3 +45,103 @@ class OutStream(io.TextIOBase):
     def fileno(self):
         if self._fd is None: raise io.UnsupportedOperation("fileno")
         return self._fd
+
+# ---- threads and executors inherit the context of the code that starts them ----
+# Python 3.11 threads start with an empty context, so a thread started by a cell would lose the cell's parent.
+_thread_start,_pool_submit = threading.Thread.start,ThreadPoolExecutor.submit
+
+def _start_in_context(self):
+    ctx,run = contextvars.copy_context(),self.run
+    self.run = lambda: ctx.run(run)
+    _thread_start(self)
+
+def _submit_in_context(self, fn, /, *args, **kwargs):
+    # per task, not per worker: a worker thread outlives the cell that happened to start it
+    return _pool_submit(self, functools.partial(contextvars.copy_context().run, fn), *args, **kwargs)
+
+def inherit_context():
+    "Make `threading.Thread.start` and `ThreadPoolExecutor.submit` run their code in a copy of the caller's context."
+    threading.Thread.start,ThreadPoolExecutor.submit = _start_in_context,_submit_in_context
+
+# ---- file-descriptor capture: output that bypasses sys.stdout (C code, subprocesses inheriting fd 1/2) ----
+_running = []  # execute requests running now, on any subshell, oldest first
+
+def fd_parent():
+    "Where output read from a captured fd goes: it cannot tell its thread, so the newest running execute request, else the default."
+    try: return _running[-1]
+    except IndexError: return _default[0]
+
+class FdCapture:
+    "File descriptors 1 and 2 redirected into pipes; a thread forwards what arrives as `stream` text."
+    def __init__(self, iopub, fds=((1, 'stdout'), (2, 'stderr'))):
+        self.iopub,self.lock,self.pipes = iopub,threading.Lock(),{}
+        for fd,name in fds:
+            try: os.fstat(fd)
+            except OSError: continue  # launched with this fd closed: nothing to capture
+            r,w = os.pipe()
+            os.dup2(w, fd)
+            os.close(w)
+            os.set_blocking(r, False)
+            self.pipes[r] = (name, codecs.getincrementaldecoder('utf-8')('replace'))
+        self.poller,self.wait = select.poll(),select.poll()  # one for draining, one for the thread's blocking wait
+        for r in self.pipes:
+            for p in (self.poller, self.wait): p.register(r, select.POLLIN)
+        try: self.fflush = ctypes.CDLL(None).fflush
+        except (OSError, AttributeError): self.fflush = None
+
+    def start(self): threading.Thread(target=self._run, name='ipymini-fdcapture', daemon=True).start()
+
+    def _run(self):
+        while self.pipes:
+            self.wait.poll()
+            self.drain()
+
+    def drain(self, parent=None):
+        "Forward what the pipes hold now, under `parent` (default: `fd_parent()`); the lock keeps the pieces in order."
+        with self.lock:
+            for r,_ in self.poller.poll(0):
+                name,dec = self.pipes[r]
+                chunks = []
+                while True:
+                    try: b = os.read(r, 1 << 16)
+                    except BlockingIOError: break
+                    if not b:  # every writer closed the fd (e.g. user code ran `os.close(1)`): stop watching it
+                        for p in (self.poller, self.wait): p.unregister(r)
+                        del self.pipes[r]
+                        break
+                    chunks.append(b)
+                text = dec.decode(b''.join(chunks))
+                if text: self.iopub.stream(name, text, parent or fd_parent())
+
+    def flush(self, parent=None):
+        "Push out C-level buffers and forward everything written to the fds so far (e.g. before a cell's idle)."
+        for f in (sys.__stdout__, sys.__stderr__):
+            try: f and f.flush()
+            except (OSError, ValueError): pass
+        if self.fflush: self.fflush(None)
+        self.drain(parent)
+
+def _keep_logs_off_fd2():
+    "The kernel's own log handlers writing to fd 2 get a private copy of it, so kernel logs stay out of the user's output."
+    handlers = logging.getLogger().handlers + log.handlers
+    for h in handlers:
+        s = getattr(h, 'stream', None)
+        try: fd = s.fileno()
+        except (AttributeError, OSError, ValueError): continue
+        if fd in (1, 2): h.setStream(open(os.dup(fd), 'w', buffering=1, encoding='utf-8', errors='replace'))
+
+def setup(kernel):
+    "Threads inherit the cell's context; fds 1/2 are captured (unless IPYMINI_CAPTURE_FD=0) and drained before each execute's idle."
+    inherit_context()
+    if os.environ.get('IPYMINI_CAPTURE_FD', '1') == '0': return
+    _keep_logs_off_fd2()
+    cap = kernel.fd_capture = FdCapture(kernel.iopub)
+    cap.start()
+    execute = kernel.queued_handlers['execute_request']
+    async def execute_and_drain(sub, msg):
+        _running.append(msg)
+        try: await execute(sub, msg)
+        finally:
+            cap.flush(msg)
+            _running.remove(msg)
+    kernel.queued_handlers['execute_request'] = execute_and_drain

@@ -1,8 +1,12 @@
-"""Execution queues: each subshell runs its requests strictly in order on one thread's asyncio loop."""
-import asyncio, logging
-from collections import deque
+"""Execution queues: each subshell runs its requests strictly in order on one thread's asyncio loop.
 
-__all__ = ['STOP_ABORTING', 'Subshell']
+The parent subshell runs on the main thread; child subshells (JEP 91) each get a thread, a loop, an execution count and
+the IPython per-cell state of their own (see `PerSubshell`), and share the user namespace with the parent."""
+import asyncio, ctypes, logging, sys, threading, uuid
+from collections import deque
+from IPython.core.payload import PayloadManager
+
+__all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'not_found', 'setup']
 log = logging.getLogger('ipymini')
 
 STOP_ABORTING = object()  # queued behind the requests to abort after an error
@@ -12,7 +16,7 @@ class Subshell:
     def __init__(self, kernel, sid=None, loop=None):
         self.kernel,self.sid,self.loop = kernel,sid,loop
         self.inbox,self.waiter,self.task = deque(),None,None
-        self.aborting,self.cell_task,self.execution_count = False,None,0
+        self.aborting,self.cell_task,self.deleted = False,None,False
 
     def submit(self, msg):
         self.inbox.append(msg)
@@ -24,13 +28,16 @@ class Subshell:
     def start(self): self.task = self.loop.create_task(self.run())
 
     async def run(self):
+        "Serve the inbox until the subshell is deleted and its inbox is empty."
         while True:
             if not self.inbox:
+                if self.deleted: return
                 self.waiter = self.loop.create_future()
                 await self.waiter
                 continue
             msg = self.inbox.popleft()
             if msg is STOP_ABORTING: self.aborting = False
+            elif self.deleted: not_found(self.kernel, msg, f"subshell {self.sid} was deleted")
             else:
                 try: await self.kernel.process(self, msg)
                 except Exception: log.exception("error processing %s", msg.get('msg_type'))
@@ -41,3 +48,152 @@ class Subshell:
         stop = lambda: self.submit(STOP_ABORTING)
         if timeout > 0: self.loop.call_later(timeout, stop)
         else: self.kernel.shell_ch.call(stop)
+
+def not_found(kernel, msg, evalue):
+    "busy, error reply (for a request) and idle for a shell message whose subshell does not exist."
+    log.warning("shell: %s for missing subshell: %s", msg['msg_type'], evalue)
+    kernel.status('busy', msg)
+    if msg['msg_type'].endswith('_request'): kernel.error_reply(kernel.shell_ch, msg, 'SubshellNotFound', evalue)
+    kernel.status('idle', msg)
+
+def interrupt_thread(ident):
+    "Raise KeyboardInterrupt in thread `ident` when it next runs Python code (a blocking C call finishes first)."
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+
+def _in_output_code(frame):
+    "Whether `frame` is in the kernel's output code, as the kernel's SIGINT handler judges it (never, if it does not judge)."
+    from . import kernel
+    judge = getattr(kernel, 'in_output_code', None)
+    return judge is not None and judge(frame)
+
+# ---- IPython's per-cell state, per subshell ----
+class _Local(threading.local): state = None  # a child subshell's thread holds its subshell's state here
+_local = _Local()
+_MISSING = object()
+
+class PerSubshell:
+    "A class attribute whose value, on a child subshell's thread, is that subshell's own (the parent's is the usual one)."
+    def __init__(self, cls, name):
+        orig = next((c.__dict__[name] for c in cls.__mro__ if name in c.__dict__), _MISSING)
+        self.name = name
+        if hasattr(orig, '__get__'): self.parent_get,self.parent_set = orig.__get__,orig.__set__  # a trait
+        else:
+            def parent_get(obj, cls=None):
+                if obj is None: return self
+                try: return obj.__dict__[name]
+                except KeyError:
+                    if orig is _MISSING: raise AttributeError(name) from None
+                    return orig
+            self.parent_get,self.parent_set = parent_get,lambda obj, value: obj.__dict__.__setitem__(name, value)
+        setattr(cls, name, self)
+
+    def __get__(self, obj, cls=None):
+        st = _local.state
+        if st is None or obj is None: return self.parent_get(obj, cls)
+        return st[self.name]
+
+    def __set__(self, obj, value):
+        st = _local.state
+        if st is None: self.parent_set(obj, value)
+        else: st[self.name] = value
+
+class _Discard(dict):
+    "A mapping that keeps nothing."
+    def __getitem__(self, k): return []
+    def __setitem__(self, k, v): pass
+
+class ChildHistory:
+    "IPython's history as a child subshell sees it: the parent's, to read; the child's own cells and outputs are not recorded."
+    def __init__(self, hm): self.hm,self.outputs,self.exceptions,self.output_hist_reprs = hm,_Discard(),_Discard(),_Discard()
+    def store_inputs(self, *args, **kwargs): pass
+    def store_output(self, *args, **kwargs): pass
+    def __getattr__(self, name): return getattr(self.hm, name)
+
+SHELL_STATE = ('execution_count', 'payload_manager', 'history_manager', '_last_traceback', 'last_execution_succeeded', 'last_execution_result')
+HOOK_STATE = ('exec_result', 'content', '_is_active', 'cache_size')
+
+def _per_subshell_state(shell):
+    "Make the shell's and displayhook's per-cell attributes per subshell; enter IPython's traps once for the whole process."
+    for n in SHELL_STATE: PerSubshell(type(shell), n)
+    for n in HOOK_STATE: PerSubshell(type(shell.displayhook), n)
+    # Several threads run cells: the traps' enter/exit counting would undo the builtins and displayhook under a running cell
+    shell.builtin_trap.__enter__()
+    shell.display_trap.__enter__()
+
+def _child_state(shell):
+    # cache_size=0: `_`, `__`, `_N` and Out stay the parent's
+    return dict(execution_count=1, payload_manager=PayloadManager(parent=shell), history_manager=ChildHistory(shell.history_manager),
+                _last_traceback=None, last_execution_succeeded=True, last_execution_result=None,
+                exec_result=None, content=None, _is_active=False, cache_size=0)
+
+class ChildSubshell(Subshell):
+    "A subshell with a thread and asyncio loop of its own; deleting it stops it after interrupting a running cell."
+    def __init__(self, kernel):
+        super().__init__(kernel, str(uuid.uuid4()), asyncio.new_event_loop())
+        self.lock,self.state,self.finished = threading.Lock(),_child_state(kernel.shell),False
+        self.thread = threading.Thread(target=self._main, name=f'ipymini-subshell-{self.sid[:8]}', daemon=True)
+
+    def start(self): self.thread.start()
+
+    def submit(self, msg):
+        with self.lock:
+            if not self.deleted: return super().submit(msg)
+        if msg is not STOP_ABORTING: not_found(self.kernel, msg, f"subshell {self.sid} was deleted")
+
+    def _main(self):
+        asyncio.set_event_loop(self.loop)
+        _local.state = self.state
+        while not self.finished:
+            if self.task is None or self.task.done(): self.task = self.loop.create_task(self._serve())
+            # an interrupt that arrives just as a cell ends lands here instead: serve on
+            try: self.loop.run_until_complete(self.task)
+            except BaseException as e: log.warning("subshell %s: %r outside a cell", self.sid, e)
+        self.loop.close()
+
+    async def _serve(self):
+        await self.run()
+        self.finished = True
+
+    def interrupt(self, task=None):
+        "Interrupt the running cell: KeyboardInterrupt in code running now, cancellation of an async cell that is waiting."
+        if task is None: task = self.cell_task
+        if task is None or task is not self.cell_task: return
+        if asyncio.current_task(self.loop) is task:
+            # raised inside the output machinery, the interrupt could send text twice: as for the main thread, retry shortly
+            if _in_output_code(sys._current_frames().get(self.thread.ident)): return threading.Timer(0.002, self.interrupt, (task,)).start()
+            return interrupt_thread(self.thread.ident)
+        cancel = getattr(self.kernel, 'cancel_cell', None)  # the kernel's, when it has one, reports the cancel as the interrupt
+        try: self.loop.call_soon_threadsafe(*((cancel, self, task) if cancel else (task.cancel,)))
+        except RuntimeError: pass  # the loop just closed
+
+    def delete(self):
+        "Take no more requests; interrupt the running cell; queued requests get SubshellNotFound; the thread then ends."
+        with self.lock: self.deleted = True
+        self.interrupt()
+        try: self.loop.call_soon_threadsafe(self._wake)
+        except RuntimeError: pass  # its thread is gone already
+
+# ---- control handlers ----
+def _error(ename, evalue): return dict(status='error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
+def setup(kernel):
+    "Child subshells: control handlers, the feature flag, and per-subshell IPython state."
+    kernel.subshells = {}  # subshell_id -> ChildSubshell; written on the control thread only
+    _per_subshell_state(kernel.shell)
+    def create(msg):
+        sub = ChildSubshell(kernel)
+        sub.start()
+        kernel.subshells[sub.sid] = sub
+        return dict(status='ok', subshell_id=sub.sid)
+    def delete(msg):
+        sid = msg['content'].get('subshell_id')
+        if not isinstance(sid, str): return _error('BadRequest', "delete_subshell_request: 'subshell_id' must be a str")
+        sub = kernel.subshells.pop(sid, None)
+        if sub is None: return _error('SubshellNotFound', f"no subshell {sid!r}")
+        sub.delete()
+        return dict(status='ok')
+    def list_(msg): return dict(status='ok', subshell_id=list(kernel.subshells))
+    kernel.control_handlers.update(create_subshell_request=create, delete_subshell_request=delete, list_subshell_request=list_)
+    kernel.features.append('kernel subshells')
+    # SIGINT reaches only the main thread: pass it on to the children's cells
+    kernel.interrupt_subshells = lambda: [sub.interrupt() for sub in list(kernel.subshells.values())]

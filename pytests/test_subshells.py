@@ -1,0 +1,208 @@
+"""Kernel subshells (JEP 91): create/list/delete on control, routing by the header's subshell_id, concurrency, per-subshell state."""
+import time, uuid
+import pytest
+from kernel_utils import execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, TIMEOUT
+
+def control(kc, msg_type, **content): return request(kc, msg_type, channel='control', **content)
+
+def send(kc, sid, code=None, msg_type='execute_request', **content):
+    "Send a shell request addressed to subshell `sid` (None: the parent); returns its msg_id."
+    if msg_type == 'execute_request':
+        content = dict(dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False, stop_on_error=True), **content)
+    msg = kc.session.msg(msg_type, content)
+    if sid is not None: msg['header']['subshell_id'] = sid
+    kc.shell_channel.send(msg)
+    return msg['header']['msg_id']
+
+def run(kc, sid, code, **kw):
+    "Execute `code` on subshell `sid`; returns (reply, IOPub messages up to idle)."
+    mid = send(kc, sid, code, **kw)
+    return get_reply(kc, mid),iopub_until_idle(kc, mid)
+
+def collect(kc, ids, timeout=TIMEOUT):
+    "Replies and IOPub messages (by parent msg_id) of several requests in flight at once, until each has its reply and its idle."
+    replies,pub,idle,deadline = {},{i: [] for i in ids},set(),time.monotonic() + timeout
+    while len(replies) < len(ids):
+        m = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) in pub: replies[parent_id(m)] = m
+    while len(idle) < len(ids):
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        p = parent_id(m)
+        if p not in pub: continue
+        pub[p].append(m)
+        if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': idle.add(p)
+    return replies,pub
+
+def wait_stream(kc, msg_id, text, timeout=TIMEOUT):
+    "Wait until request `msg_id` has printed `text` (its cell is then running user code); returns the IOPub messages seen for it."
+    seen,deadline = [],time.monotonic() + timeout
+    while text not in stdout(seen):
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) == msg_id: seen.append(m)
+    return seen
+
+def states(msgs): return [m['content']['execution_state'] for m in msgs if m['msg_type'] == 'status']
+
+def create(kc):
+    reply,msgs = control(kc, 'create_subshell_request')
+    assert reply['msg_type'] == 'create_subshell_reply' and states(msgs) == ['busy', 'idle']
+    return reply['content']['subshell_id']
+
+@pytest.fixture
+def sid(kc):
+    "A fresh child subshell, deleted afterwards."
+    sid = create(kc)
+    yield sid
+    control(kc, 'delete_subshell_request', subshell_id=sid)
+
+def test_kernel_info_advertises_subshells(kc):
+    reply,_ = request(kc, 'kernel_info_request')
+    assert 'kernel subshells' in reply['content']['supported_features'] and reply['content']['protocol_version'] == '5.5'
+
+def test_create_list_delete(kc):
+    before = control(kc, 'list_subshell_request')[0]['content']['subshell_id']
+    reply,_ = control(kc, 'create_subshell_request')
+    sid = reply['content']['subshell_id']
+    assert reply['content'] == dict(status='ok', subshell_id=sid) and str(uuid.UUID(sid)) == sid and sid not in before
+    reply,msgs = control(kc, 'list_subshell_request')
+    assert reply['msg_type'] == 'list_subshell_reply' and reply['content'] == dict(status='ok', subshell_id=before + [sid])
+    assert states(msgs) == ['busy', 'idle']
+    reply,msgs = control(kc, 'delete_subshell_request', subshell_id=sid)
+    assert reply['msg_type'] == 'delete_subshell_reply' and reply['content'] == dict(status='ok') and states(msgs) == ['busy', 'idle']
+    assert control(kc, 'list_subshell_request')[0]['content'] == dict(status='ok', subshell_id=before)
+    reply,msgs = run(kc, sid, "1")
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'SubshellNotFound' and types(msgs) == ['status', 'status']
+
+@pytest.mark.parametrize('bad', ['no-such-subshell', 5, ['x']])
+def test_unknown_subshell_id(kc, bad):
+    reply,msgs = run(kc, bad, "print('never')")
+    c = reply['content']
+    assert reply['msg_type'] == 'execute_reply' and c['status'] == 'error' and c['ename'] == 'SubshellNotFound'
+    assert types(msgs) == ['status', 'status'] and states(msgs) == ['busy', 'idle']
+    mid = send(kc, bad, msg_type='kernel_info_request')
+    reply = get_reply(kc, mid)
+    assert reply['msg_type'] == 'kernel_info_reply' and reply['content']['ename'] == 'SubshellNotFound'
+    assert states(iopub_until_idle(kc, mid)) == ['busy', 'idle']
+
+def test_delete_bad_requests(kc):
+    reply,msgs = control(kc, 'delete_subshell_request', subshell_id='no-such-subshell')
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'SubshellNotFound' and states(msgs) == ['busy', 'idle']
+    reply,_ = control(kc, 'delete_subshell_request')
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'BadRequest'
+
+def test_execute_on_child(kc, sid):
+    execute(kc, "shared_by_parent = 21")
+    reply,msgs = run(kc, sid, "import threading\nprint(threading.current_thread().name)\nshared_by_child = shared_by_parent * 2\nshared_by_child")
+    mid = reply['parent_header']['msg_id']
+    assert reply['content'] == dict(status='ok', execution_count=1, user_expressions={}, payload=[])
+    assert types(msgs) == ['status', 'execute_input', 'stream', 'execute_result', 'status'] and all(parent_id(m) == mid for m in msgs)
+    assert msgs[1]['content']['execution_count'] == 1 and stdout(msgs) == f"ipymini-subshell-{sid[:8]}\n"
+    assert msgs[3]['content'] == dict(data={'text/plain': '42'}, metadata={}, execution_count=1)
+    reply,_ = execute(kc, "0", user_expressions=dict(v='shared_by_child'))
+    assert reply['content']['user_expressions']['v']['data'] == {'text/plain': '42'}
+
+def test_error_in_child(kc, sid):
+    reply,msgs = run(kc, sid, "1/0")
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'ZeroDivisionError' and reply['content']['execution_count'] == 1
+    assert types(msgs) == ['status', 'execute_input', 'error', 'status'] and msgs[2]['content']['ename'] == 'ZeroDivisionError'
+    reply,_ = run(kc, sid, "'after'")
+    assert reply['content']['status'] == 'ok' and reply['content']['execution_count'] == 2
+
+def test_per_subshell_execution_counts(kc, sid):
+    n = execute(kc, "0")[0]['content']['execution_count']
+    assert [run(kc, sid, "1")[0]['content']['execution_count'] for _ in range(3)] == [1, 2, 3]
+    other = create(kc)
+    try: assert run(kc, other, "1")[0]['content']['execution_count'] == 1
+    finally: control(kc, 'delete_subshell_request', subshell_id=other)
+    reply,msgs = execute(kc, "0")
+    assert reply['content']['execution_count'] == n + 1 and msgs[1]['content']['execution_count'] == n + 1
+    # silent and store_history=False leave the count alone, as on the parent
+    run(kc, sid, "1", silent=True)
+    run(kc, sid, "1", store_history=False)
+    assert run(kc, sid, "1")[0]['content']['execution_count'] == 4
+
+def test_child_leaves_parent_history_and_outputs(kc, sid):
+    execute(kc, "'parent value'")
+    run(kc, sid, "child_marker = 'child value'\nchild_marker")
+    reply,_ = execute(kc, "pass", user_expressions=dict(u='_', out='Out[max(Out)]', last_in='In[-2]'))
+    ue = reply['content']['user_expressions']
+    assert ue['u']['data']['text/plain'] == "'parent value'" and ue['out']['data']['text/plain'] == "'parent value'"
+    assert ue['last_in']['data']['text/plain'] == "\"'parent value'\""
+    hist,_ = request(kc, 'history_request', hist_access_type='tail', n=5, raw=True, output=False)
+    assert not any('child_marker' in h[2] for h in hist['content']['history'])
+
+def test_concurrent_subshells(kc):
+    a,b = create(kc),create(kc)
+    try:
+        t0 = time.monotonic()
+        ids = [send(kc, a, "import time; time.sleep(1)"), send(kc, b, "import time; time.sleep(1)"), send(kc, None, "import time; time.sleep(1)")]
+        replies,pub = collect(kc, ids)
+        elapsed = time.monotonic() - t0
+        assert all(replies[i]['content']['status'] == 'ok' for i in ids)
+        assert elapsed < 1.8, f"three 1 s sleeps on three subshells took {elapsed:.2f} s"
+        for i in ids:  # each request's status messages carry its own header, though all three ran at once
+            assert types(pub[i]) == ['status', 'execute_input', 'status'] and states(pub[i]) == ['busy', 'idle']
+            assert all(m['parent_header']['msg_id'] == i for m in pub[i])
+        assert [pub[i][0]['parent_header'].get('subshell_id') for i in ids] == [a, b, None]
+    finally:
+        for s in (a, b): control(kc, 'delete_subshell_request', subshell_id=s)
+
+def test_child_runs_while_parent_busy(kc, sid):
+    busy = send(kc, None, "import time\nprint('parent started')\ntime.sleep(30)")
+    wait_stream(kc, busy, 'parent started')
+    reply,msgs = run(kc, sid, "'child answered'")
+    assert reply['content']['status'] == 'ok' and msgs[-2]['content']['data'] == {'text/plain': "'child answered'"}
+    control(kc, 'interrupt_request')
+    assert get_reply(kc, busy)['content']['ename'] == 'KeyboardInterrupt'
+    iopub_until_idle(kc, busy)
+
+def test_in_order_within_subshell(kc, sid):
+    run(kc, sid, "import time\norder = []")
+    ids = [send(kc, sid, f"time.sleep({0.3 - 0.1 * i})\norder.append({i})\nprint({i})") for i in range(3)]
+    replies,pub = collect(kc, ids)
+    assert [replies[i]['content']['execution_count'] for i in ids] == [2, 3, 4]
+    assert [stdout(pub[i]) for i in ids] == ['0\n', '1\n', '2\n']
+    reply,_ = run(kc, sid, "0", user_expressions=dict(order='order'))
+    assert reply['content']['user_expressions']['order']['data']['text/plain'] == '[0, 1, 2]'
+
+def test_ordered_status_within_subshell(kc, sid):
+    "A subshell's second request goes busy only after its first went idle."
+    ids = [send(kc, sid, "import time; time.sleep(0.2)"), send(kc, sid, "1")]
+    seq,deadline = [],time.monotonic() + TIMEOUT
+    while len([s for s in seq if s[1] == 'idle']) < 2:
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if m['msg_type'] == 'status' and parent_id(m) in ids: seq.append((ids.index(parent_id(m)), m['content']['execution_state']))
+    assert seq == [(0, 'busy'), (0, 'idle'), (1, 'busy'), (1, 'idle')]
+    for i in ids: get_reply(kc, i)
+
+def test_stop_on_error_is_per_subshell(kc, sid):
+    ids = [send(kc, sid, "import time; time.sleep(0.2); 1/0"), send(kc, sid, "aborted_here = 1"), send(kc, None, "parent_ran = 1")]
+    replies,_ = collect(kc, ids)
+    assert [replies[i]['content']['status'] for i in ids] == ['error', 'aborted', 'ok']
+    assert run(kc, sid, "1")[0]['content']['status'] == 'ok'
+
+def test_interrupt_reaches_child(kc, sid):
+    mid = send(kc, sid, "import time\nprint('looping')\nwhile True: time.sleep(0.01)")
+    wait_stream(kc, mid, 'looping')
+    reply,_ = control(kc, 'interrupt_request')
+    assert reply['content'] == dict(status='ok')
+    reply = get_reply(kc, mid)
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'KeyboardInterrupt'
+    msgs = iopub_until_idle(kc, mid)
+    assert msgs[-2]['msg_type'] == 'error' and msgs[-2]['content']['ename'] == 'KeyboardInterrupt'
+    assert run(kc, sid, "'still serving'")[0]['content']['status'] == 'ok'
+
+def test_delete_running_subshell(kc):
+    sid = create(kc)
+    running = send(kc, sid, "import time\nprint('looping')\nwhile True: time.sleep(0.01)")
+    queued = send(kc, sid, "never_ran = 1")
+    wait_stream(kc, running, 'looping')
+    reply,_ = control(kc, 'delete_subshell_request', subshell_id=sid)
+    assert reply['content'] == dict(status='ok')
+    replies,pub = collect(kc, [running, queued])
+    assert replies[running]['content']['ename'] == 'KeyboardInterrupt' and states(pub[running])[-1] == 'idle'
+    assert replies[queued]['content']['ename'] == 'SubshellNotFound' and types(pub[queued]) == ['status', 'status']
+    assert run(kc, sid, "1")[0]['content']['ename'] == 'SubshellNotFound'
+    assert sid not in control(kc, 'list_subshell_request')[0]['content']['subshell_id']
+    reply,_ = execute(kc, "0", user_expressions=dict(v="'never_ran' in globals()"))
+    assert reply['content']['user_expressions']['v']['data']['text/plain'] == 'False'
