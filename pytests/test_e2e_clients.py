@@ -1,13 +1,14 @@
 """End to end with the clients people use: nbclient, `jupyter execute`, papermill, `jupyter console`, Jupyter Kernel Gateway."""
 import os, sys, re, json, time, uuid, base64, signal, socket, shutil, subprocess, contextlib, importlib, urllib.request, urllib.error
 from pathlib import Path
-import pytest, nbformat
+import pytest, nbformat, psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT/'examples'/'tour.ipynb'
 JUPYTER = str(Path(sys.executable).parent/'jupyter')
 KERNEL = 'ipymini'
 TIMEOUT = 60
+ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]|\r')  # terminal escape sequences (and CR), removed before matching
 
 def need(name):
     "Import a module of the `lab` extra: a skip where it is missing, a failure under CI, which installs it."
@@ -28,7 +29,6 @@ def jupyter_env(tmp, **kw):
 
 def stop_tree(pid, grace=10):
     "End a process, its process group and every descendant (kernels run in their own sessions), politely first."
-    import psutil
     try: procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
     except psutil.NoSuchProcess: return
     with contextlib.suppress(ProcessLookupError): os.killpg(pid, signal.SIGTERM)
@@ -104,12 +104,20 @@ def test_jupyter_execute_kernel_name(tmp_path):
     out.cells.pop()
     check_tour(out)
 
-def test_jupyter_execute_stops_on_error(tmp_path):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in ('print("before")', '1/0', 'print("after")')])
+def test_jupyter_execute_errors(tmp_path):
+    "An error stops `jupyter execute` with a non-zero exit naming it; with --allow-errors the error is an output and the rest runs."
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in ('print("before")', 'def inverse(x): return 1/x\ninverse(0)', 'print("after")')])
     nbformat.write(nb, tmp_path/'bad.ipynb')
-    p = subprocess.run([JUPYTER, 'execute', f'--kernel_name={KERNEL}', 'bad.ipynb'], cwd=tmp_path, env=jupyter_env(tmp_path),
-                       capture_output=True, text=True, timeout=TIMEOUT)
-    assert p.returncode != 0 and 'ZeroDivisionError' in p.stderr and 'after' not in p.stdout
+    def run(*flags): return subprocess.run([JUPYTER, 'execute', f'--kernel_name={KERNEL}', *flags, 'bad.ipynb'], cwd=tmp_path, env=jupyter_env(tmp_path),
+                                           capture_output=True, text=True, timeout=TIMEOUT)
+    p = run()
+    assert p.returncode != 0 and 'ZeroDivisionError: division by zero' in ANSI.sub('', p.stderr)  # the kernel's colored traceback
+    p = run('--allow-errors', '--output=done')
+    assert p.returncode == 0, p.stderr
+    out = nbformat.read(tmp_path/'done.ipynb', as_version=4)
+    assert summary(out) == [(1, [('stream', 'before\n')]), (2, [('error', 'ZeroDivisionError')]), (3, [('stream', 'after\n')])]
+    err = out.cells[1].outputs[0]
+    assert err.evalue == 'division by zero' and 'inverse(0)' in ANSI.sub('', '\n'.join(err.traceback))
 
 def test_papermill_parameters(tmp_path):
     "papermill injects a parameters cell after the tagged one and runs the notebook with ipymini."
@@ -123,8 +131,6 @@ def test_papermill_parameters(tmp_path):
     assert nbformat.read(tmp_path/'out.ipynb', as_version=4).metadata.papermill.parameters == dict(n=4, title='first four')
 
 # ---- jupyter console, typed at in a terminal ----
-
-ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]|\r')
 
 class Console:
     "`jupyter console` in a pseudo-terminal; `expect` matches its output with the terminal's escape sequences removed."
