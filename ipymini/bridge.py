@@ -1,17 +1,50 @@
-"""IPython behind the protocol: the shell subclass, display hooks, and the execute/complete/inspect/history handlers."""
-import os, sys, contextlib, asyncio
+"""IPython behind the protocol: the shell subclass, display hooks, profile and config, and the execute/complete/inspect/history handlers."""
+import os, sys, math, contextlib, logging
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.async_helpers import _asyncio_runner
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.autocall import ExitAutocall
+from IPython.core.application import BaseIPythonApplication
+from IPython.core.shellapp import InteractiveShellApp
 from IPython.core import page
+from IPython.utils.tokenutil import token_at_cursor, line_at_cursor
 from traitlets import Type, Any, default
-from .streams import get_parent
+from traitlets.config import Config
+from .streams import get_parent, OutStream
 
-__all__ = ['MiniShell', 'execute', 'complete', 'inspect', 'is_complete', 'history']
+try: from IPython.core.completer import provisionalcompleter, rectify_completions
+except ImportError: provisionalcompleter = rectify_completions = None
+
+__all__ = ['MiniShell', 'make_shell', 'execute', 'complete', 'inspect', 'is_complete', 'history', 'env_flag', 'env_float', 'BadRequest']
+log = logging.getLogger('ipymini')
+
+TYPES_KEY = '_jupyter_types_experimental'  # complete_reply metadata key for typed completions, as ipykernel names it
+FLAGS = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'false': False, 'no': False, 'off': False}
+
+class BadRequest(ValueError): "A request whose fields a handler cannot use; the error reply names it."
+
+def env_flag(name, default=None):
+    "Environment flag `name` as a bool ('0' or '1'); unset gives `default`, and so does a bad value, after a warning."
+    v = os.environ.get(name, '').strip()
+    if not v: return default
+    if v.lower() in FLAGS: return FLAGS[v.lower()]
+    log.warning("%s=%r is not 0 or 1: using the default", name, v)
+    return default
+
+def env_float(name, default=0.):
+    "Environment setting `name` as a finite number >= 0; unset gives `default`, and so does a bad value, after a warning."
+    v = os.environ.get(name, '').strip()
+    if not v: return default
+    try: f = float(v)
+    except ValueError: f = -1.
+    if f >= 0 and math.isfinite(f): return f
+    log.warning("%s=%r is not a number of seconds >= 0: using %s", name, v, default)
+    return default
 
 class MiniDisplayHook(DisplayHook):
     "Sends `execute_result` with the full mimebundle instead of printing it."
+    content = None
     def start_displayhook(self):
         super().start_displayhook()
         self.content = dict(data={}, metadata={}, execution_count=self.prompt_count)
@@ -63,99 +96,179 @@ class MiniShell(InteractiveShell):
     kernel = Any(None)
     readline_use = False
     keepkernel_on_exit = False
+    experimental_completions = True  # IPython's typed completion API; make_shell reads IPYMINI_EXPERIMENTAL_COMPLETIONS
+    _last_traceback = None
+    _error_in_displayhook = None  # the error content when formatting a cell's result failed
 
     def init_virtualenv(self): pass  # the kernel runs in whatever environment launched it
-    def init_io(self): pass  # sys.stdout/stderr are the kernel's streams already
+    def init_io(self): pass  # sys.stdout/err are the kernel's streams already
     def _tee(self, channel):
         # IPython would wrap our stream's write to keep all stream output in memory; IOPub already delivers it
         return contextlib.nullcontext()
+
+    def init_environment(self):
+        "As ipykernel: colour for tools that offer it, and no pagers in subprocesses, which have no terminal to page on."
+        os.environ.update(TERM='xterm-color', CLICOLOR='1', FORCE_COLOR='1', CLICOLOR_FORCE='1', PAGER='cat', GIT_PAGER='cat')
+
+    def init_hooks(self):
+        super().init_hooks()
+        # after `display_page` (priority 90), which shows pager text as display_data when configured
+        self.set_hook('show_in_pager', page.as_hook(self.page_payload), 99)
+
+    def page_payload(self, data, start=0, screen_lines=0, pager_cmd=None):
+        "Pager output (`?`, `??`, `%less`) goes to the front end as a `page` payload."
+        data = data if isinstance(data, dict) else {'text/plain': data}
+        self.payload_manager.write_payload(dict(source='page', data=data, start=max(0, start)))
 
     @default('exiter')
     def _exiter_default(self): return KernelExitAutocall(self)
 
     def _showtraceback(self, etype, evalue, stb):
         content = dict(ename=getattr(etype, '__name__', str(etype)), evalue=str(evalue), traceback=stb)
+        # a failure while formatting the cell's result fails the cell too, as in ipykernel (which names it NoneType)
+        if self.displayhook.content is not None: self._error_in_displayhook = content
         self.kernel.iopub.send('error', content, get_parent())
         self._last_traceback = stb
 
     def set_next_input(self, text, replace=False):
-        "Ask the front end to put `text` in the next cell; one payload per execute, the last one wins."
-        pm = self.payload_manager
-        pm._payload = [p for p in pm._payload if p.get('source') != 'set_next_input']
-        pm.write_payload(dict(source='set_next_input', text=text, replace=replace))
+        "Ask the front end to put `text` in the next cell; one payload per execute, the last call wins."
+        self.payload_manager.write_payload(dict(source='set_next_input', text=text, replace=replace))
 
     def ask_exit(self):
-        self.exit_now = True
-        self.payload_manager.write_payload(dict(source='ask_exit', keepkernel=self.keepkernel_on_exit), single=False)
+        self.exit_now = not self.keepkernel_on_exit
+        self.payload_manager.write_payload(dict(source='ask_exit', keepkernel=self.keepkernel_on_exit))
 
     def enable_gui(self, gui=None):
         if gui not in (None, 'inline'): print(f"ipymini has no event loop integration for {gui!r}; use %matplotlib inline", file=sys.stderr)
 
-def _page(strng, start=0, screen_lines=0, pager_cmd=None):
-    "Pager output (`?`, `??`, `help`) goes to the front end as a `page` payload."
-    shell = InteractiveShell.instance()
-    data = strng if isinstance(strng, dict) else {'text/plain': strng}
-    shell.payload_manager.write_payload(dict(source='page', data=data, start=start))
+class MiniApp(BaseIPythonApplication, InteractiveShellApp):
+    "The IPython profile as ipykernel reads it: ipython_config.py, ipython_kernel_config.py, extensions, startup files, exec_lines."
+    name = 'ipython-kernel'  # names the config file: ipython_kernel_config.py
+    ALIASES = dict(IPKernelApp='MiniApp', ZMQInteractiveShell='MiniShell')  # config written for ipykernel's classes applies to ours
+
+    def init_crash_handler(self): pass  # a kernel's crash belongs in its log, not in a crash report
+    def init_shell(self): pass
+
+    def load_config_file(self, *args, **kwargs):
+        super().load_config_file(*args, **kwargs)
+        extra = {ours: self.config[theirs] for theirs,ours in self.ALIASES.items() if theirs in self.config}
+        if extra: self.update_config(Config(extra))
+
+    def start_shell(self, shell, kernel):
+        "Run the profile's extensions and startup code in `shell`; what they print goes to IOPub without a parent, as in ipykernel."
+        self.shell = shell
+        shell.configurables.append(self)
+        out,err = OutStream('stdout', kernel.iopub, 1),OutStream('stderr', kernel.iopub, 2)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            for step in (self.init_path, self.init_gui_pylab, self.init_extensions, self.init_code):
+                try: step()
+                except Exception: log.exception("IPython startup: %s failed", step.__name__)
+
+def load_app():
+    "The IPython profile and its config, or None (after a warning) when they cannot be loaded."
+    try:
+        app = MiniApp()
+        app.initialize([])
+        return app
+    except (Exception, SystemExit) as e:
+        log.warning("cannot load the IPython profile or config (%s): starting without them", e)
 
 def make_shell(kernel, user_ns=None):
-    "Create the kernel's IPython shell, configured from the usual IPython config files and profile."
+    "Create the kernel's IPython shell, configured from the IPython profile as in ipykernel."
     os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
-    shell = MiniShell.instance(kernel=kernel, user_ns=user_ns)
-    page.page = _page
+    app = load_app()
+    try: shell = MiniShell.instance(parent=app, profile_dir=app and app.profile_dir, kernel=kernel, user_ns=user_ns)
+    except Exception as e:
+        log.warning("IPython config rejected (%s): starting without it", e)
+        MiniShell.clear_instance()
+        app,shell = None,MiniShell.instance(kernel=kernel, user_ns=user_ns)
+    jedi = env_flag('IPYMINI_USE_JEDI')
+    if jedi is not None: shell.Completer.use_jedi = jedi
+    shell.experimental_completions = provisionalcompleter is not None and env_flag('IPYMINI_EXPERIMENTAL_COMPLETIONS', True)
+    if app is not None: app.start_shell(shell, kernel)
     return shell
-
-def _error_content(shell, err):
-    return dict(status='error', ename=type(err).__name__, evalue=str(err), traceback=getattr(shell, '_last_traceback', None) or [])
 
 async def execute(shell, content, cell_id=None):
     "Run an execute_request's code; returns the reply content."
     code,silent = content['code'],bool(content.get('silent', False))
     store_history = bool(content.get('store_history', not silent))
-    shell._last_traceback = None
+    shell._last_traceback,shell._error_in_displayhook = None,None
     try: transformed,exc = shell.transform_cell(code),None
     except Exception: transformed,exc = code,sys.exc_info()
-    if shell.should_run_async(code, transformed_cell=transformed, preprocessing_exc_tuple=exc):
-        res = await shell.run_cell_async(code, store_history=store_history, silent=silent, transformed_cell=transformed,
-                                         preprocessing_exc_tuple=exc, cell_id=cell_id)
-    else: res = shell.run_cell(code, store_history=store_history, silent=silent, cell_id=cell_id)
-    err = res.error_before_exec or res.error_in_exec
-    reply = dict(status='ok') if res.success else _error_content(shell, err)
+    if shell.loop_runner is not _asyncio_runner and shell.should_run_async(code, transformed_cell=transformed, preprocessing_exc_tuple=exc):
+        # `%autoawait trio` and friends: IPython's own runner, which blocks this loop
+        res = shell.run_cell(code, store_history=store_history, silent=silent, cell_id=cell_id)
+    else:
+        # awaited on the kernel's loop, so a task a cell starts keeps running after it; a cell without `await` never yields
+        res = None
+        try: res = await shell.run_cell_async(code, store_history=store_history, silent=silent, transformed_cell=transformed,
+                                              preprocessing_exc_tuple=exc, cell_id=cell_id)
+        finally:
+            shell.events.trigger('post_execute')
+            if not silent: shell.events.trigger('post_run_cell', res)
+    dh_err = shell._error_in_displayhook
+    if res.success and dh_err is None: reply = dict(status='ok')
+    else:
+        err = res.error_before_exec if res.error_before_exec is not None else res.error_in_exec
+        ename,evalue = (type(err).__name__,str(err)) if err is not None or dh_err is None else (dh_err['ename'],dh_err['evalue'])
+        reply = dict(status='error', ename=ename, evalue=evalue, traceback=shell._last_traceback or [],
+                     engine_info=dict(engine_uuid=shell.kernel.wire.session, engine_id=-1, method='execute'))
     reply['execution_count'] = shell.execution_count - 1
     exprs = content.get('user_expressions') or {}
-    reply['user_expressions'] = shell.user_expressions(exprs) if res.success and isinstance(exprs, dict) else {}
+    reply['user_expressions'] = shell.user_expressions(exprs) if reply['status'] == 'ok' and isinstance(exprs, dict) else {}
     reply['payload'] = shell.payload_manager.read_payload()
     shell.payload_manager.clear_payload()
-    if not res.success: reply['engine_info'] = dict(engine_uuid=shell.kernel.wire.session, engine_id=0, method='execute')
+    # `exit` ends the kernel as in ipykernel, once this cell's reply and idle are out (they follow on this loop step)
+    if shell.exit_now: shell.kernel.loop.call_soon(shell.kernel.request_stop)
     return reply
 
 def complete(shell, content):
+    "complete_request: IPython's typed completions (as ipykernel sends them) or, with those off, its line completer."
     code,pos = content['code'],content.get('cursor_pos')
     if pos is None: pos = len(code)
-    txt,matches = shell.complete('', code, pos)
+    if shell.experimental_completions:
+        with provisionalcompleter(): comps = list(rectify_completions(code, shell.Completer.completions(code, pos)))
+        start,end = (comps[0].start,comps[0].end) if comps else (pos,pos)
+        types = [dict(start=c.start, end=c.end, text=c.text, type=c.type, signature=c.signature) for c in comps]
+        return dict(status='ok', matches=[c.text for c in comps], cursor_start=start, cursor_end=end, metadata={TYPES_KEY: types})
+    line,offset = line_at_cursor(code, pos)
+    txt,matches = shell.complete('', line, pos - offset)
     return dict(status='ok', matches=matches, cursor_start=pos - len(txt), cursor_end=pos, metadata={})
 
 def inspect(shell, content):
-    from IPython.utils.tokenutil import token_at_cursor
-    code,pos = content['code'],content.get('cursor_pos', len(content['code']))
-    name = token_at_cursor(code, pos)
-    try: bundle = shell.object_inspect_mime(name, detail_level=content.get('detail_level', 0))
-    except Exception: bundle = None
-    if not bundle: return dict(status='ok', found=False, data={}, metadata={})
+    "inspect_request: IPython's mime inspector on the name at the cursor."
+    code,pos = content['code'],content.get('cursor_pos')
+    if pos is None: pos = len(code)
+    omit = content.get('omit_sections') or ()
+    if not isinstance(omit, (list, tuple)) or not all(isinstance(s, str) for s in omit): raise BadRequest("inspect_request: 'omit_sections' must be a list of strings")
+    try: bundle = shell.object_inspect_mime(token_at_cursor(code, pos), detail_level=content.get('detail_level') or 0, omit_sections=omit)
+    except KeyError: return dict(status='ok', found=False, data={}, metadata={})  # IPython's "no such object"
+    if not shell.enable_html_pager: bundle.pop('text/html', None)
     return dict(status='ok', found=True, data=bundle, metadata={})
 
 def is_complete(shell, content):
+    "is_complete_request: IPython's input transformer decides complete, incomplete (with the next line's indent) or invalid."
     status,indent = shell.input_transformer_manager.check_complete(content['code'])
     reply = dict(status=status)
     if status == 'incomplete': reply['indent'] = ' ' * (indent or 0)
     return reply
 
+NONE = type(None)
+HISTORY_FIELDS = dict(hist_access_type=(str,), output=(bool,), raw=(bool,), session=(int,), start=(int,), stop=(int, NONE),
+                      n=(int, NONE), pattern=(str,), unique=(bool,))
+
 def history(shell, content):
+    "history_request: tail, range or search through IPython's HistoryManager."
+    for k,ts in HISTORY_FIELDS.items():
+        v = content.get(k)
+        if k in content and (not isinstance(v, ts) or (isinstance(v, bool) and bool not in ts) or (k == 'n' and v is not None and v < 0)):
+            raise BadRequest(f"history_request: '{k}' must be {' or '.join('null' if t is NONE else t.__name__ for t in ts)}" + (" >= 0" if k == 'n' else ''))
     hm,kind = shell.history_manager,content.get('hist_access_type', 'tail')
-    output,raw = bool(content.get('output', False)),bool(content.get('raw', True))
-    if kind == 'tail': hist = hm.get_tail(content.get('n', 10), raw=raw, output=output, include_latest=True)
-    elif kind == 'range':
-        hist = hm.get_range(content.get('session', 0), content.get('start', 0), content.get('stop', None), raw=raw, output=output)
-    elif kind == 'search':
-        hist = hm.search(content.get('pattern', '*'), raw=raw, output=output, n=content.get('n'), unique=bool(content.get('unique', False)))
+    output,raw = content.get('output', False),content.get('raw', True)
+    # the current session's inputs are read from memory; tail and search write IPython's pending cache to the database first
+    # (under its lock), and its sqlite connection is opened with check_same_thread=False for use from this thread
+    if kind == 'tail': hist = hm.get_tail(10 if content.get('n') is None else content['n'], raw=raw, output=output, include_latest=True)
+    elif kind == 'range': hist = hm.get_range(content.get('session', 0), content.get('start', 0), content.get('stop'), raw=raw, output=output)
+    elif kind == 'search': hist = hm.search(content.get('pattern', '*'), raw=raw, output=output, n=content.get('n'), unique=content.get('unique', False))
     else: hist = []
     return dict(status='ok', history=list(hist))

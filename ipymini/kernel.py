@@ -290,7 +290,7 @@ class Kernel:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.done = self.loop.create_future()
-        self.stop_on_error_timeout = float(os.environ.get('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0) or 0)
+        self.stop_on_error_timeout = bridge.env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)
         self.iopub.start()
         threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
         self.shell = bridge.make_shell(self)
