@@ -1,5 +1,5 @@
 """The kernel: binds the sockets, owns the threads, and routes each message to its handler."""
-import asyncio, importlib, json, logging, os, signal, sys, threading, time
+import _thread, asyncio, contextlib, importlib, json, logging, os, signal, sys, threading, time, traceback, types
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION, MAX_FRAME
@@ -14,7 +14,45 @@ __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger', 'usage', 'streams', 'subshells']
+EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'subshells']
+
+# modules whose state a KeyboardInterrupt must not cut through: a SIGINT landing in them is delivered again a moment later
+SIGINT_UNSAFE = {'ipymini.iopub', 'ipymini.channels', 'ipymini.wire', 'ipymini.streams'}
+
+KICK = getattr(signal, 'SIGRTMAX', None)  # a signal no one else uses, to wake the main thread for a SIGINT another thread caught
+
+def user_tb(tb):
+    "`tb` without its trailing frames that hide themselves (the signal handler, input()), each entry with a line number."
+    entries = []
+    while tb is not None: entries,tb = entries + [tb],tb.tb_next
+    while len(entries) > 1 and entries[-1].tb_frame.f_locals.get('__tracebackhide__'): entries.pop()
+    out = None
+    for t in reversed(entries):
+        lasti,line = t.tb_lasti,t.tb_lineno
+        # 3.11 gives no line to some instructions (a loop's jump back), where an interrupt often lands; IPython needs one
+        if line is None: lasti,line = next(((2*i, p[0]) for i,p in reversed(list(enumerate(t.tb_frame.f_code.co_positions())))
+                                            if 2*i <= t.tb_lasti and p[0] is not None), (0, t.tb_frame.f_code.co_firstlineno))
+        out = types.TracebackType(out, t.tb_frame, lasti, line)
+    return out
+
+def show_tb(shell, etype, value, tb, tb_offset=None):
+    "Show a traceback as IPython does, or plainly where IPython cannot format it (a frame stopped at an instruction with no line)."
+    shell._get_exc_info((etype, value, tb))  # sys.last_* for %tb and %debug
+    try: stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
+    except Exception:
+        for _ in range(shell.InteractiveTB.tb_offset if tb_offset is None else tb_offset):  # IPython's own frames, as it skips them
+            if tb is not None and tb.tb_next is not None: tb = tb.tb_next
+        stb = traceback.format_exception(etype, value, tb)
+    shell._showtraceback(etype, value, stb)
+
+def in_output_code(frame):
+    "True when the interrupted `frame` is in the kernel's output code, called from user code (IPython's frames are the boundary)."
+    while frame is not None:
+        mod = frame.f_globals.get('__name__', '')
+        if mod in SIGINT_UNSAFE: return True
+        if mod.startswith('IPython.'): return False
+        frame = frame.f_back
+    return False
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
 
@@ -208,6 +246,8 @@ class Kernel:
         try: reply = await bridge.execute(shell, c, cell_id=msg['metadata'].get('cellId'))
         except (KeyboardInterrupt, asyncio.CancelledError):
             # the interrupt landed outside the user's code (IPython reports those inside it itself)
+            if sub.cell_task in self.cancelled_cells: self.cancelled_cells.discard(sub.cell_task)
+            if sub.cell_task.cancelling(): sub.cell_task.uncancel()
             shell.showtraceback((KeyboardInterrupt, KeyboardInterrupt(), None))
             reply = dict(status='error', ename='KeyboardInterrupt', evalue='', traceback=shell._last_traceback or [],
                          execution_count=shell.execution_count - 1, user_expressions={}, payload=[])
@@ -241,18 +281,77 @@ class Kernel:
         return dict(status='ok')
 
     def interrupt(self):
-        "What SIGINT does: interrupt the running cell."
-        os.kill(os.getpid(), signal.SIGINT)
+        "interrupt_request: SIGINT to the kernel's process group when it leads one (as jupyter_client's killpg does), else to the kernel."
+        pid = os.getpid()
+        if hasattr(os, 'killpg') and os.getpgid(0) == pid: os.killpg(pid, signal.SIGINT)
+        else: os.kill(pid, signal.SIGINT)
+
+    _sigint_retry = False
+    cancelled_cells = set()  # tasks `cancel_cell` cancelled, until their CancelledError is reported as the interrupt
+
+    def install_sigint(self):
+        "On the main thread: handle SIGINT, and wake the main thread for it whichever thread the OS delivers it to."
+        signal.signal(signal.SIGINT, self._on_sigint)
+        if KICK is None: return
+        # Linux may deliver a process-wide signal to any thread (e.g. one running at that moment): Python then runs the handler only
+        # when the main thread next runs bytecode, which a main thread asleep in time.sleep() or select() may not do for minutes
+        r,w = os.pipe()
+        os.set_blocking(w, False)
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        signal.signal(KICK, lambda signum, frame: None)
+        _thread.start_new_thread(self._relay_signals, (r,))
+
+    def _relay_signals(self, fd):
+        "A thread reading the signal wakeup pipe: after each SIGINT, kick the main thread out of any blocking call (no-op if it is awake)."
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, KICK})
+        main = threading.main_thread().ident
+        while data := os.read(fd, 64):
+            if signal.SIGINT not in data: continue
+            with contextlib.suppress(RuntimeError): self.loop.call_soon_threadsafe(lambda: None)  # a main thread about to select() wakes too
+            signal.pthread_kill(main, KICK)
+            time.sleep(0.02)
+            signal.pthread_kill(main, KICK)  # again: the first can land just before a blocking call starts
 
     def interrupt_subshells(self):
         "Hook called first on every SIGINT: child subshells' threads get no signal, so the subshells part extends this to reach them."
 
     def _on_sigint(self, signum, frame):
-        self.interrupt_subshells()
-        task = self.parent_subshell.cell_task
-        if task is None: return
-        if asyncio.current_task(self.loop) is task: raise KeyboardInterrupt
-        self.loop.call_soon_threadsafe(task.cancel)
+        "SIGINT, on the main thread: KeyboardInterrupt into a running sync cell (or its pending input), cancel an awaiting async cell."
+        __tracebackhide__ = True
+        if not self.shell.custom_exceptions: self.shell.set_custom_exc((KeyboardInterrupt, asyncio.CancelledError), self._show_interrupt)
+        if self._sigint_retry: self._sigint_retry = False
+        else: self.interrupt_subshells()
+        sub = self.parent_subshell
+        task = sub.cell_task
+        if task is None: return  # idle: nothing to interrupt
+        if asyncio.current_task(self.loop) is not task: return self.loop.call_soon_threadsafe(self.cancel_cell, sub, task)
+        if not in_output_code(frame): raise KeyboardInterrupt
+        # the cell is inside the kernel's output code (e.g. print -> IOPub): raising there could send text twice; retry shortly
+        self._sigint_retry = True
+        _thread.start_new_thread(self._resignal, ())
+
+    def _resignal(self):
+        time.sleep(0.002)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    def cancel_cell(self, sub, task):
+        "On `sub`'s loop: cancel the async cell that `task` runs, if still running; it is reported as a KeyboardInterrupt."
+        if sub.cell_task is not task or task.done(): return
+        while task.cancelling(): task.uncancel()  # left over by a cell that swallowed a cancel (3.11's TaskGroup does)
+        self.cancelled_cells.add(task)
+        task.cancel()
+
+    def _show_interrupt(self, shell, etype, value, tb, tb_offset=None):
+        "IPython's handler for these exceptions out of user code: an interrupt shows as a KeyboardInterrupt in the user's frames."
+        if etype is KeyboardInterrupt: return show_tb(shell, etype, value, user_tb(tb), tb_offset)
+        try: task = asyncio.current_task()
+        except RuntimeError: task = None
+        # a CancelledError is the interrupt only when `cancel_cell` asked for it; IPython caught it inside the user's code
+        if task not in self.cancelled_cells: return show_tb(shell, etype, value, tb, tb_offset)
+        self.cancelled_cells.discard(task)
+        if task.cancelling(): task.uncancel()
+        show_tb(shell, KeyboardInterrupt, KeyboardInterrupt(), user_tb(tb), tb_offset)
+        if shell.displayhook.exec_result is not None: shell.displayhook.exec_result.error_in_exec = KeyboardInterrupt()
 
     # ---- lifecycle ----
     def request_stop(self):
@@ -299,7 +398,7 @@ class Kernel:
         self.parent_subshell = Subshell(self, None, self.loop)
         self.parent_subshell.start()
         for name in EXTENSIONS: importlib.import_module(f'.{name}', __package__).setup(self)
-        if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGINT, self._on_sigint)
+        if threading.current_thread() is threading.main_thread(): self.install_sigint()
         lifecycle.setup(self)
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
 

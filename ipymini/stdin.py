@@ -1,0 +1,84 @@
+"""stdin: `input()` and `getpass()` ask the front end with `input_request` and wait for its `input_reply`."""
+import builtins, getpass, logging, sys, threading
+from IPython.core.error import StdinNotImplementedError
+from .streams import get_parent
+
+__all__ = ['Stdin', 'setup']
+log = logging.getLogger('ipymini')
+
+class Waiter:
+    "One pending input_request: the thread asking blocks on `event` until a reply or an interrupt sets it."
+    def __init__(self):
+        self.event,self.value,self.interrupted,self.thread = threading.Event(),None,False,threading.get_ident()
+
+class Stdin:
+    "Forwards input requests of whatever thread asks, addressed to the request current there; replies come on the stdin thread."
+    def __init__(self, kernel):
+        self.kernel,self.pending = kernel,{}  # input_request msg_id -> Waiter, oldest first
+
+    def request(self, prompt='', password=False, caller='input'):
+        "Send an input_request for the current execute request and return the reply's value."
+        __tracebackhide__ = True  # tracebacks end at the user's input() call
+        parent = get_parent()
+        if parent is None or not parent.get('content', {}).get('allow_stdin', False):
+            raise StdinNotImplementedError(f"{caller} was called, but this frontend does not support input requests.")
+        k = self.kernel
+        for s in (sys.stdout, sys.stderr):
+            if s is not None: s.flush()
+        self._iopub_barrier()
+        hdr = k.wire.header('input_request')
+        w = self.pending[hdr['msg_id']] = Waiter()
+        # jupyter_client's stdin socket has the shell socket's identity, so the execute request's idents reach it
+        k.stdin_ch.send(k.wire.serialize('input_request', dict(prompt=str(prompt), password=bool(password)), parent,
+                                         idents=parent.get('idents', ()), header=hdr))
+        try: w.event.wait()
+        except KeyboardInterrupt: raise KeyboardInterrupt("Interrupted by user") from None
+        finally: self.pending.pop(hdr['msg_id'], None)
+        if w.interrupted: raise KeyboardInterrupt("Interrupted by user")
+        if w.value == '\x04': raise EOFError
+        return w.value
+
+    def _iopub_barrier(self):
+        "Wait until the IOPub thread has sent what is queued, so output printed before a prompt reaches the client first."
+        ch = self.kernel.iopub.channel
+        if not ch.is_alive() or threading.get_ident() == ch.ident: return
+        done = threading.Event()
+        ch.call(done.set)
+        done.wait(1)
+
+    def on_reply(self, msg):
+        "input_reply, on the stdin thread: hand the value to the request it answers (the oldest pending when it names none)."
+        mid = msg.get('parent_header', {}).get('msg_id')
+        if mid: w = self.pending.get(mid)
+        else: w = next(iter(list(self.pending.values())), None)
+        if w is None: return log.warning("stdin: input_reply to no pending input_request (%s)", mid)
+        value = msg['content'].get('value', '')
+        if not isinstance(value, str):
+            log.warning("stdin: input_reply value is %s, not a string", type(value).__name__)
+            value = ''
+        w.value = value
+        w.event.set()
+
+    def interrupt(self, thread=None):
+        "Make pending input() calls (of thread ident `thread`, or all) raise KeyboardInterrupt."
+        for w in list(self.pending.values()):
+            if thread is None or w.thread == thread:
+                w.interrupted = True
+                w.event.set()
+
+    def input(self, prompt=''):
+        "`input` for user code: the front end is asked for the line."
+        __tracebackhide__ = True
+        return self.request(prompt, caller='input')
+
+    def getpass(self, prompt='Password: ', stream=None):
+        "`getpass.getpass` for user code: the front end is asked for a hidden value."
+        __tracebackhide__ = True
+        return self.request(prompt, password=True, caller='getpass')
+
+def setup(kernel):
+    kernel.stdin = st = Stdin(kernel)
+    kernel.stdin_handlers['input_reply'] = st.on_reply
+    kernel.raw_input,kernel.getpass = st.input,st.getpass  # ipykernel's names, used by some libraries
+    # installed once: each call resolves the request current in its thread, so a cell pays nothing for it
+    builtins.input,getpass.getpass = st.input,st.getpass
