@@ -192,6 +192,15 @@ def test_interrupt_reaches_child(kc, sid):
     assert msgs[-2]['msg_type'] == 'error' and msgs[-2]['content']['ename'] == 'KeyboardInterrupt'
     assert run(kc, sid, "'still serving'")[0]['content']['status'] == 'ok'
 
+def test_interrupt_reaches_async_child(kc, sid):
+    mid = send(kc, sid, "import asyncio\nprint('waiting')\nawait asyncio.sleep(60)")
+    wait_stream(kc, mid, 'waiting')
+    control(kc, 'interrupt_request')
+    reply = get_reply(kc, mid)
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'KeyboardInterrupt'
+    iopub_until_idle(kc, mid)
+    assert run(kc, sid, "'still serving'")[0]['content']['status'] == 'ok'
+
 def test_delete_running_subshell(kc):
     sid = create(kc)
     running = send(kc, sid, "import time\nprint('looping')\nwhile True: time.sleep(0.01)")
@@ -206,3 +215,17 @@ def test_delete_running_subshell(kc):
     assert sid not in control(kc, 'list_subshell_request')[0]['content']['subshell_id']
     reply,_ = execute(kc, "0", user_expressions=dict(v="'never_ran' in globals()"))
     assert reply['content']['user_expressions']['v']['data']['text/plain'] == 'False'
+
+def test_interrupt_child_while_printing(kc, sid):
+    "An interrupt that arrives while a child cell prints loses and repeats no output."
+    mid = send(kc, sid, "i = 0\nwhile True:\n    i += 1\n    print(i)")
+    seen = wait_stream(kc, mid, '\n100\n')
+    req = kc.session.msg('interrupt_request', {})
+    kc.control_channel.send(req)  # its reply only: reading IOPub up to its idle would skip the cell's output
+    assert get_reply(kc, req['header']['msg_id'], 'control')['content'] == dict(status='ok')
+    assert get_reply(kc, mid)['content']['ename'] == 'KeyboardInterrupt'
+    lines = stdout(seen + iopub_until_idle(kc, mid)).split('\n')
+    n = int(lines[-2])
+    assert lines == [str(i) for i in range(1, n + 1)] + [''], "output lost or repeated"
+    reply,_ = run(kc, sid, "0", user_expressions=dict(i='i'))
+    assert reply['content']['user_expressions']['i']['data']['text/plain'] == str(n)
