@@ -192,6 +192,7 @@ async def execute(shell, content, cell_id=None):
     "Run an execute_request's code; returns the reply content."
     code,silent = content['code'],bool(content.get('silent', False))
     store_history = bool(content.get('store_history', not silent))
+    before = shell.execution_count
     shell._last_traceback,shell._error_in_displayhook = None,None
     try: transformed,exc = shell.transform_cell(code),None
     except Exception: transformed,exc = code,sys.exc_info()
@@ -213,7 +214,8 @@ async def execute(shell, content, cell_id=None):
         ename,evalue = (type(err).__name__,str(err)) if err is not None or dh_err is None else (dh_err['ename'],dh_err['evalue'])
         reply = dict(status='error', ename=ename, evalue=evalue, traceback=shell._last_traceback or [],
                      engine_info=dict(engine_uuid=shell.kernel.wire.session, engine_id=-1, method='execute'))
-    reply['execution_count'] = shell.execution_count - 1
+    # the number this cell took (cells that ran meanwhile, after `unlock`, took later ones); else the last one taken, as ipykernel
+    reply['execution_count'] = res.execution_count if res.execution_count is not None and store_history and not silent else before - 1
     exprs = content.get('user_expressions') or {}
     reply['user_expressions'] = shell.user_expressions(exprs) if reply['status'] == 'ok' and isinstance(exprs, dict) else {}
     reply['payload'] = shell.payload_manager.read_payload()
@@ -257,13 +259,13 @@ NONE = type(None)
 HISTORY_FIELDS = dict(hist_access_type=(str,), output=(bool,), raw=(bool,), session=(int,), start=(int,), stop=(int, NONE),
                       n=(int, NONE), pattern=(str,), unique=(bool,))
 
-def history(shell, content):
-    "history_request: tail, range or search through IPython's HistoryManager."
+def history(hm, content):
+    "history_request: tail, range or search through history manager `hm` (IPython's, or a child subshell's)."
     for k,ts in HISTORY_FIELDS.items():
         v = content.get(k)
         if k in content and (not isinstance(v, ts) or (isinstance(v, bool) and bool not in ts) or (k == 'n' and v is not None and v < 0)):
             raise BadRequest(f"history_request: '{k}' must be {' or '.join('null' if t is NONE else t.__name__ for t in ts)}" + (" >= 0" if k == 'n' else ''))
-    hm,kind = shell.history_manager,content.get('hist_access_type', 'tail')
+    kind = content.get('hist_access_type', 'tail')
     output,raw = content.get('output', False),content.get('raw', True)
     # the current session's inputs are read from memory; tail and search write IPython's pending cache to the database first
     # (under its lock), and its sqlite connection is opened with check_same_thread=False for use from this thread

@@ -8,7 +8,7 @@ from .iopub import IOPub
 from . import iopub
 from .streams import OutStream, current_parent, set_default_parent
 from .subshells import Subshell, not_found
-from . import bridge, lifecycle
+from . import bridge, lifecycle, subshells
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
@@ -219,7 +219,10 @@ class Kernel:
     def subshell_for(self, msg):
         "The subshell a shell message names in its header's `subshell_id` (JEP 91): None names the parent; None if there is no such subshell."
         sid = msg['header'].get('subshell_id')
-        if sid is None: return self.parent_subshell
+        if sid is None:  # the parent, unless a cell of this client's session opened a temporary subshell (see `subshell`)
+            session = msg['header'].get('session')
+            temp = self.routes.get(session) if self.routes and isinstance(session, str) else None
+            return temp[-1] if temp else self.parent_subshell
         return self.subshells.get(sid) if isinstance(sid, str) else None
 
     # ---- queued requests (on the subshell's thread) ----
@@ -242,19 +245,22 @@ class Kernel:
         if sub.sid is None: set_default_parent(msg)
         md = dict(started=now_iso(), dependencies_met=True, engine=self.wire.session)
         if not c.get('silent'): self.iopub.send('execute_input', dict(code=c['code'], execution_count=shell.execution_count), msg)
-        sub.cell_task = asyncio.current_task()
+        sub.cell_task = task = asyncio.current_task()
         try: reply = await bridge.execute(shell, c, cell_id=msg['metadata'].get('cellId'))
         except (KeyboardInterrupt, asyncio.CancelledError):
             # the interrupt landed outside the user's code (IPython reports those inside it itself)
-            if sub.cell_task in self.cancelled_cells: self.cancelled_cells.discard(sub.cell_task)
-            if sub.cell_task.cancelling(): sub.cell_task.uncancel()
+            self.cancelled_cells.discard(task)
+            if task.cancelling(): task.uncancel()
             shell.showtraceback((KeyboardInterrupt, KeyboardInterrupt(), None))
             reply = dict(status='error', ename='KeyboardInterrupt', evalue='', traceback=shell._last_traceback or [],
                          execution_count=shell.execution_count - 1, user_expressions={}, payload=[])
-        finally: sub.cell_task = None
+        finally:
+            if sub.cell_task is task: sub.cell_task = None  # else the cell unlocked the queue and another cell is in front
         md['status'] = reply['status']
         self.reply(self.shell_ch, msg, reply, metadata=md)
-        if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent'): sub.abort_queued(self.stop_on_error_timeout)
+        # an error in a cell that unlocked the queue aborts nothing: the requests behind it are no longer waiting on it
+        if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent') and task not in sub.detached:
+            sub.abort_queued(self.stop_on_error_timeout)
 
     # ---- shell and control handlers ----
     def kernel_info(self, msg):
@@ -267,7 +273,11 @@ class Kernel:
     def on_complete(self, msg): return bridge.complete(self.shell, msg['content'])
     def on_inspect(self, msg): return bridge.inspect(self.shell, msg['content'])
     def on_is_complete(self, msg): return bridge.is_complete(self.shell, msg['content'])
-    def on_history(self, msg): return bridge.history(self.shell, msg['content'])
+    def on_history(self, msg):
+        "history_request: the history of the subshell it names (a child's own cells; the parent's is IPython's)."
+        sub = self.subshell_for(msg)
+        if sub is None: raise LookupError(f"no subshell {msg['header'].get('subshell_id')!r}")
+        return bridge.history(sub.state['history_manager'] if sub.sid else self.shell.history_manager, msg['content'])
     def comm_info(self, msg): return dict(status='ok', comms={})
 
     def on_shutdown(self, msg):
@@ -323,7 +333,7 @@ class Kernel:
         else: self.interrupt_subshells()
         sub = self.parent_subshell
         task = sub.cell_task
-        if task is None: return  # idle: nothing to interrupt
+        if task is None: return sub.interrupt_detached()  # no cell in front: those that unlocked the queue, if any
         if asyncio.current_task(self.loop) is not task: return self.loop.call_soon_threadsafe(self.cancel_cell, sub, task)
         if not in_output_code(frame): raise KeyboardInterrupt
         # the cell is inside the kernel's output code (e.g. print -> IOPub): raising there could send text twice; retry shortly
@@ -336,7 +346,7 @@ class Kernel:
 
     def cancel_cell(self, sub, task):
         "On `sub`'s loop: cancel the async cell that `task` runs, if still running; it is reported as a KeyboardInterrupt."
-        if sub.cell_task is not task or task.done(): return
+        if (task is not sub.cell_task and task not in sub.detached) or task.done(): return
         while task.cancelling(): task.uncancel()  # left over by a cell that swallowed a cancel (3.11's TaskGroup does)
         self.cancelled_cells.add(task)
         task.cancel()
@@ -352,6 +362,15 @@ class Kernel:
         if task.cancelling(): task.uncancel()
         show_tb(shell, KeyboardInterrupt, KeyboardInterrupt(), user_tb(tb), tb_offset)
         if shell.displayhook.exec_result is not None: shell.displayhook.exec_result.error_in_exec = KeyboardInterrupt()
+
+    # ---- letting a running cell step aside (also `from ipymini import unlock, subshell`) ----
+    def unlock(self):
+        "Called in a running cell: requests queued behind it start while it goes on awaiting; its output stays its own. False outside a cell."
+        return subshells.unlock(self)
+
+    def subshell(self):
+        "Context manager for a running cell: while its body runs, later requests from the same client run in a temporary subshell."
+        return subshells.temporary(self)
 
     # ---- lifecycle ----
     def request_stop(self):

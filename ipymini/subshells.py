@@ -2,11 +2,12 @@
 
 The parent subshell runs on the main thread; child subshells (JEP 91) each get a thread, a loop, an execution count and
 the IPython per-cell state of their own (see `PerSubshell`), and share the user namespace with the parent."""
-import asyncio, ctypes, logging, sys, threading, uuid
+import asyncio, contextlib, ctypes, fnmatch, logging, sys, threading, uuid, weakref
 from collections import deque
 from IPython.core.payload import PayloadManager
+from .streams import current_parent
 
-__all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'not_found', 'setup']
+__all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'not_found', 'unlock', 'temporary', 'setup']
 log = logging.getLogger('ipymini')
 
 STOP_ABORTING = object()  # queued behind the requests to abort after an error
@@ -16,7 +17,8 @@ class Subshell:
     def __init__(self, kernel, sid=None, loop=None):
         self.kernel,self.sid,self.loop = kernel,sid,loop
         self.inbox,self.waiter,self.task = deque(),None,None
-        self.aborting,self.cell_task,self.deleted = False,None,False
+        self.aborting,self.cell_task,self.deleted,self.closing,self.finished = False,None,False,False,False
+        self.detached = set()  # cells that called `unlock` and still run, each in the runner task it had
 
     def submit(self, msg):
         self.inbox.append(msg)
@@ -28,10 +30,13 @@ class Subshell:
     def start(self): self.task = self.loop.create_task(self.run())
 
     async def run(self):
-        "Serve the inbox until the subshell is deleted and its inbox is empty."
+        "Serve the inbox until the subshell is deleted (or closed) and its inbox is empty, or until the running cell unlocks it."
+        me = asyncio.current_task()
         while True:
             if not self.inbox:
-                if self.deleted: return
+                if self.deleted or self.closing:
+                    self.finished = True
+                    return
                 self.waiter = self.loop.create_future()
                 await self.waiter
                 continue
@@ -41,6 +46,26 @@ class Subshell:
             else:
                 try: await self.kernel.process(self, msg)
                 except Exception: log.exception("error processing %s", msg.get('msg_type'))
+                if me is not self.task:  # the cell unlocked the queue: another runner serves it now
+                    self.detached.discard(me)
+                    return
+
+    def unlock(self):
+        "From the running cell: it carries on in the background, and a new runner task starts on the requests queued behind it."
+        self.detached.add(self.cell_task)
+        self.cell_task = None
+        self.task = self.loop.create_task(self.run())
+        self._wake()
+
+    def close(self):
+        "Take no more requests (the caller stops routing them here); the queue is served to its end, then the subshell ends."
+        self.closing = True
+        self.loop.call_soon_threadsafe(self._wake)
+
+    def interrupt_detached(self):
+        "With no cell in front, an interrupt cancels the cells that unlocked the queue."
+        for task in list(self.detached):
+            with contextlib.suppress(RuntimeError): self.loop.call_soon_threadsafe(self.kernel.cancel_cell, self, task)
 
     def abort_queued(self, timeout=0.):
         "After an error: abort the execute requests received so far (and for `timeout` seconds more)."
@@ -103,10 +128,30 @@ class _Discard(dict):
     def __setitem__(self, k, v): pass
 
 class ChildHistory:
-    "IPython's history as a child subshell sees it: the parent's, to read; the child's own cells and outputs are not recorded."
-    def __init__(self, hm): self.hm,self.outputs,self.exceptions,self.output_hist_reprs = hm,_Discard(),_Discard(),_Discard()
-    def store_inputs(self, *args, **kwargs): pass
-    def store_output(self, *args, **kwargs): pass
+    "A child subshell's history: its own cells this session, kept in memory; earlier sessions are the parent's database."
+    def __init__(self, hm):
+        self.hm,self.outputs,self.exceptions,self.output_hist_reprs = hm,_Discard(),_Discard(),_Discard()
+        self.cells = []  # (execution count, transformed source, raw source)
+
+    def store_inputs(self, line_num, source, source_raw=None): self.cells.append((line_num, source, source if source_raw is None else source_raw))
+    def store_output(self, line_num): pass
+
+    def _rows(self, cells, raw=True, output=False):
+        "Cells as IPython's history rows: (session, line, input), or (session, line, (input, output)) with `output`; outputs are not kept."
+        s = self.hm.session_number
+        return [(s, n, (r if raw else t, None) if output else (r if raw else t)) for n,t,r in cells]
+
+    def get_tail(self, n=10, raw=True, output=False, include_latest=False): return self._rows(self.cells[-n:] if n else [], raw, output)
+
+    def get_range(self, session=0, start=1, stop=None, raw=True, output=False):
+        if session not in (0, self.hm.session_number): return self.hm.get_range(session, start, stop, raw, output)
+        return self._rows([c for c in self.cells if c[0] >= start and (stop is None or c[0] < stop)], raw, output)
+
+    def search(self, pattern='*', raw=True, search_raw=True, output=False, n=None, unique=False):
+        found = [c for c in self.cells if fnmatch.fnmatchcase(c[2] if search_raw else c[1], pattern)]
+        if unique: found = list({c[2 if raw else 1]: c for c in found}.values())
+        return self._rows(found[-n:] if n else found, raw, output)
+
     def __getattr__(self, name): return getattr(self.hm, name)
 
 SHELL_STATE = ('execution_count', 'payload_manager', 'history_manager', '_last_traceback', 'last_execution_succeeded', 'last_execution_result')
@@ -130,7 +175,7 @@ class ChildSubshell(Subshell):
     "A subshell with a thread and asyncio loop of its own; deleting it stops it after interrupting a running cell."
     def __init__(self, kernel):
         super().__init__(kernel, str(uuid.uuid4()), asyncio.new_event_loop())
-        self.lock,self.state,self.finished = threading.Lock(),_child_state(kernel.shell),False
+        self.lock,self.state = threading.Lock(),_child_state(kernel.shell)
         self.thread = threading.Thread(target=self._main, name=f'ipymini-subshell-{self.sid[:8]}', daemon=True)
 
     def start(self): self.thread.start()
@@ -144,20 +189,18 @@ class ChildSubshell(Subshell):
         asyncio.set_event_loop(self.loop)
         _local.state = self.state
         while not self.finished:
-            if self.task is None or self.task.done(): self.task = self.loop.create_task(self._serve())
+            # the runner, or (after `unlock`) a cell still running in the runner it replaced: the loop runs both
+            if self.task is None or self.task.done(): self.task = self.loop.create_task(self.run())
             # an interrupt that arrives just as a cell ends lands here instead: serve on
             try: self.loop.run_until_complete(self.task)
             except BaseException as e: log.warning("subshell %s: %r outside a cell", self.sid, e)
         self.loop.close()
 
-    async def _serve(self):
-        await self.run()
-        self.finished = True
-
     def interrupt(self, task=None):
         "Interrupt the running cell: KeyboardInterrupt in code running now, cancellation of an async cell that is waiting."
         if task is None: task = self.cell_task
-        if task is None or task is not self.cell_task: return
+        if task is None: return self.interrupt_detached()
+        if task is not self.cell_task: return
         if asyncio.current_task(self.loop) is task:
             # raised inside the output machinery, the interrupt could send text twice: as for the main thread, retry shortly
             if _in_output_code(sys._current_frames().get(self.thread.ident)): return threading.Timer(0.002, self.interrupt, (task,)).start()
@@ -170,8 +213,42 @@ class ChildSubshell(Subshell):
         "Take no more requests; interrupt the running cell; queued requests get SubshellNotFound; the thread then ends."
         with self.lock: self.deleted = True
         self.interrupt()
+        self.interrupt_detached()  # cells that unlocked the queue end too (a repeated cancel is harmless)
         try: self.loop.call_soon_threadsafe(self._wake)
         except RuntimeError: pass  # its thread is gone already
+
+# ---- letting a running cell step aside ----
+def running_subshell(kernel):
+    "The subshell whose cell runs in the current task, or None when called from anywhere else."
+    try: task = asyncio.current_task()
+    except RuntimeError: return None  # no loop runs in this thread
+    if task is None: return None
+    return next((s for s in [kernel.parent_subshell, *kernel.subshells.values(), *kernel.temp_subshells] if s.cell_task is task), None)
+
+def unlock(kernel):
+    "From a running cell: let the requests queued behind it start while it goes on awaiting; False outside a cell."
+    sub = running_subshell(kernel)
+    if sub is None: return False
+    sub.unlock()
+    return True
+
+@contextlib.contextmanager
+def temporary(kernel):
+    "While the body runs, later requests from the running cell's client session go to a new subshell, which ends after the body."
+    parent = current_parent.get()
+    session = parent and parent['header'].get('session')
+    if not isinstance(session, str): raise RuntimeError("subshell() routes the requests of the client that ran the cell: call it inside a cell")
+    sub = ChildSubshell(kernel)
+    sub.start()
+    kernel.temp_subshells.add(sub)
+    # the shell thread reads the routes as it receives each request: each update replaces a tuple, so every read sees a whole one
+    kernel.routes[session] = kernel.routes.get(session, ()) + (sub,)
+    try: yield sub.sid
+    finally:
+        rest = tuple(s for s in kernel.routes.get(session, ()) if s is not sub)
+        if rest: kernel.routes[session] = rest
+        else: kernel.routes.pop(session, None)
+        kernel.shell_ch.call(sub.close)  # on the shell thread, after every request it routed here: they are served first
 
 # ---- control handlers ----
 def _error(ename, evalue): return dict(status='error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
@@ -179,6 +256,8 @@ def _error(ename, evalue): return dict(status='error', ename=ename, evalue=evalu
 def setup(kernel):
     "Child subshells: control handlers, the feature flag, and per-subshell IPython state."
     kernel.subshells = {}  # subshell_id -> ChildSubshell; written on the control thread only
+    kernel.routes = {}  # client session -> the subshells `temporary` opened for it, newest last
+    kernel.temp_subshells = weakref.WeakSet()  # subshells `temporary` opened, until their thread ends
     _per_subshell_state(kernel.shell)
     def create(msg):
         sub = ChildSubshell(kernel)
@@ -196,4 +275,4 @@ def setup(kernel):
     kernel.control_handlers.update(create_subshell_request=create, delete_subshell_request=delete, list_subshell_request=list_)
     kernel.features.append('kernel subshells')
     # SIGINT reaches only the main thread: pass it on to the children's cells
-    kernel.interrupt_subshells = lambda: [sub.interrupt() for sub in list(kernel.subshells.values())]
+    kernel.interrupt_subshells = lambda: [sub.interrupt() for sub in [*kernel.subshells.values(), *kernel.temp_subshells]]

@@ -66,3 +66,50 @@ def drain_iopub(kc, timeout=0.2):
     "Discard what IOPub holds (e.g. after a test that leaves messages behind)."
     with contextlib.suppress(queue.Empty):
         while True: kc.get_iopub_msg(timeout=timeout)
+
+# ---- several requests in flight, and subshells (JEP 91) ----
+def control(kc, msg_type, **content): return request(kc, msg_type, channel='control', **content)
+
+def interrupt(kc):
+    "Send interrupt_request and wait for its reply only: reading IOPub up to its idle would skip the interrupted cell's messages."
+    req = kc.session.msg('interrupt_request', {})
+    kc.control_channel.send(req)
+    return get_reply(kc, req['header']['msg_id'], 'control')
+
+def send(kc, sid, code=None, msg_type='execute_request', **content):
+    "Send a shell request addressed to subshell `sid` (None: the parent); returns its msg_id."
+    if msg_type == 'execute_request':
+        content = dict(dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False, stop_on_error=True), **content)
+    msg = kc.session.msg(msg_type, content)
+    if sid is not None: msg['header']['subshell_id'] = sid
+    kc.shell_channel.send(msg)
+    return msg['header']['msg_id']
+
+def run(kc, sid, code, **kw):
+    "Execute `code` on subshell `sid`; returns (reply, IOPub messages up to idle)."
+    mid = send(kc, sid, code, **kw)
+    return get_reply(kc, mid),iopub_until_idle(kc, mid)
+
+def collect(kc, ids, timeout=TIMEOUT):
+    "Replies and IOPub messages (by parent msg_id) of several requests in flight at once, until each has its reply and its idle."
+    replies,pub,idle,deadline = {},{i: [] for i in ids},set(),time.monotonic() + timeout
+    while len(replies) < len(ids):
+        m = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) in pub: replies[parent_id(m)] = m
+    while len(idle) < len(ids):
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        p = parent_id(m)
+        if p not in pub: continue
+        pub[p].append(m)
+        if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': idle.add(p)
+    return replies,pub
+
+def wait_stream(kc, msg_id, text, timeout=TIMEOUT):
+    "Wait until request `msg_id` has printed `text` (its cell is then running user code); returns the IOPub messages seen for it."
+    seen,deadline = [],time.monotonic() + timeout
+    while text not in stdout(seen):
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) == msg_id: seen.append(m)
+    return seen
+
+def states(msgs): return [m['content']['execution_state'] for m in msgs if m['msg_type'] == 'status']

@@ -1,24 +1,13 @@
 """Interrupts: SIGINT from the kernel manager and interrupt_request on control stop a running cell with KeyboardInterrupt."""
 import time
 import pytest
-from kernel_utils import execute, get_reply, iopub_until_idle, types, stdout, parent_id, TIMEOUT
+from kernel_utils import execute, get_reply, iopub_until_idle, types, stdout, parent_id, TIMEOUT, wait_stream, interrupt
 
 def send_interrupt(km, kc, how):
     "Interrupt the kernel as front ends do: a signal from the kernel manager, or interrupt_request on control."
     if how == 'signal': return km.interrupt_kernel()
-    msg = kc.session.msg('interrupt_request', {})
-    kc.control_channel.send(msg)
-    reply = get_reply(kc, msg['header']['msg_id'], 'control')  # its busy/idle are left on IOPub: the cell's messages interleave
+    reply = interrupt(kc)
     assert reply['msg_type'] == 'interrupt_reply' and reply['content'] == dict(status='ok')
-
-def wait_stream(kc, msg_id, text):
-    "Wait until the cell `msg_id` has printed `text` (so it is running); returns its IOPub messages so far."
-    seen = []
-    while True:
-        m = kc.get_iopub_msg(timeout=TIMEOUT)
-        if parent_id(m) != msg_id: continue
-        seen.append(m)
-        if m['msg_type'] == 'stream' and text in m['content']['text']: return seen
 
 def check_interrupted(kc, msg_id, sent, seen=()):
     "The cell ends in a KeyboardInterrupt error and reply; returns the latency from `sent` and all its IOPub messages."

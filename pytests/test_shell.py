@@ -1,7 +1,7 @@
 """IPython on the shell channel: rich output, payloads, errors, stop_on_error and top-level await, message by message."""
 import base64, time
 import pytest
-from kernel_utils import start_kernel, execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id
+from kernel_utils import start_kernel, execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, wait_stream, interrupt
 
 # Fields the Jupyter messaging spec requires in each message's content
 REQUIRED = dict(execute_reply={'status', 'execution_count'}, complete_reply={'status', 'matches', 'cursor_start', 'cursor_end', 'metadata'},
@@ -188,11 +188,8 @@ def test_error_while_formatting_result_fails_cell(kc):
 
 def test_interrupt_running_cell(kc):
     mid = kc.execute("import time\nprint('started', flush=True)\ntime.sleep(60)")
-    msgs = []
-    while not stdout(msgs): msgs.append(next(m for m in iter(lambda: kc.get_iopub_msg(timeout=30), None) if parent_id(m) == mid))
-    imsg = kc.session.msg('interrupt_request', {})
-    kc.control_channel.send(imsg)  # not `request`: waiting on its IOPub would skip the cell's messages
-    assert get_reply(kc, imsg['header']['msg_id'], 'control')['content'] == dict(status='ok')
+    msgs = wait_stream(kc, mid, 'started')
+    assert interrupt(kc)['content'] == dict(status='ok')
     reply = get_reply(kc, mid)
     msgs += iopub_until_idle(kc, mid)
     check_spec(reply, *msgs)

@@ -1,47 +1,7 @@
 """Kernel subshells (JEP 91): create/list/delete on control, routing by the header's subshell_id, concurrency, per-subshell state."""
 import time, uuid
 import pytest
-from kernel_utils import execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, TIMEOUT
-
-def control(kc, msg_type, **content): return request(kc, msg_type, channel='control', **content)
-
-def send(kc, sid, code=None, msg_type='execute_request', **content):
-    "Send a shell request addressed to subshell `sid` (None: the parent); returns its msg_id."
-    if msg_type == 'execute_request':
-        content = dict(dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False, stop_on_error=True), **content)
-    msg = kc.session.msg(msg_type, content)
-    if sid is not None: msg['header']['subshell_id'] = sid
-    kc.shell_channel.send(msg)
-    return msg['header']['msg_id']
-
-def run(kc, sid, code, **kw):
-    "Execute `code` on subshell `sid`; returns (reply, IOPub messages up to idle)."
-    mid = send(kc, sid, code, **kw)
-    return get_reply(kc, mid),iopub_until_idle(kc, mid)
-
-def collect(kc, ids, timeout=TIMEOUT):
-    "Replies and IOPub messages (by parent msg_id) of several requests in flight at once, until each has its reply and its idle."
-    replies,pub,idle,deadline = {},{i: [] for i in ids},set(),time.monotonic() + timeout
-    while len(replies) < len(ids):
-        m = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-        if parent_id(m) in pub: replies[parent_id(m)] = m
-    while len(idle) < len(ids):
-        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
-        p = parent_id(m)
-        if p not in pub: continue
-        pub[p].append(m)
-        if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': idle.add(p)
-    return replies,pub
-
-def wait_stream(kc, msg_id, text, timeout=TIMEOUT):
-    "Wait until request `msg_id` has printed `text` (its cell is then running user code); returns the IOPub messages seen for it."
-    seen,deadline = [],time.monotonic() + timeout
-    while text not in stdout(seen):
-        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
-        if parent_id(m) == msg_id: seen.append(m)
-    return seen
-
-def states(msgs): return [m['content']['execution_state'] for m in msgs if m['msg_type'] == 'status']
+from kernel_utils import execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, TIMEOUT, send, run, collect, wait_stream, states, control, interrupt
 
 def create(kc):
     reply,msgs = control(kc, 'create_subshell_request')
@@ -152,7 +112,7 @@ def test_child_runs_while_parent_busy(kc, sid):
     wait_stream(kc, busy, 'parent started')
     reply,msgs = run(kc, sid, "'child answered'")
     assert reply['content']['status'] == 'ok' and msgs[-2]['content']['data'] == {'text/plain': "'child answered'"}
-    control(kc, 'interrupt_request')
+    interrupt(kc)
     assert get_reply(kc, busy)['content']['ename'] == 'KeyboardInterrupt'
     iopub_until_idle(kc, busy)
 
@@ -184,8 +144,7 @@ def test_stop_on_error_is_per_subshell(kc, sid):
 def test_interrupt_reaches_child(kc, sid):
     mid = send(kc, sid, "import time\nprint('looping')\nwhile True: time.sleep(0.01)")
     wait_stream(kc, mid, 'looping')
-    reply,_ = control(kc, 'interrupt_request')
-    assert reply['content'] == dict(status='ok')
+    assert interrupt(kc)['content'] == dict(status='ok')
     reply = get_reply(kc, mid)
     assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'KeyboardInterrupt'
     msgs = iopub_until_idle(kc, mid)
@@ -195,7 +154,7 @@ def test_interrupt_reaches_child(kc, sid):
 def test_interrupt_reaches_async_child(kc, sid):
     mid = send(kc, sid, "import asyncio\nprint('waiting')\nawait asyncio.sleep(60)")
     wait_stream(kc, mid, 'waiting')
-    control(kc, 'interrupt_request')
+    interrupt(kc)
     reply = get_reply(kc, mid)
     assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'KeyboardInterrupt'
     iopub_until_idle(kc, mid)
@@ -220,9 +179,7 @@ def test_interrupt_child_while_printing(kc, sid):
     "An interrupt that arrives while a child cell prints loses and repeats no output."
     mid = send(kc, sid, "i = 0\nwhile True:\n    i += 1\n    print(i)")
     seen = wait_stream(kc, mid, '\n100\n')
-    req = kc.session.msg('interrupt_request', {})
-    kc.control_channel.send(req)  # its reply only: reading IOPub up to its idle would skip the cell's output
-    assert get_reply(kc, req['header']['msg_id'], 'control')['content'] == dict(status='ok')
+    assert interrupt(kc)['content'] == dict(status='ok')
     assert get_reply(kc, mid)['content']['ename'] == 'KeyboardInterrupt'
     lines = stdout(seen + iopub_until_idle(kc, mid)).split('\n')
     n = int(lines[-2])

@@ -1,0 +1,142 @@
+"""Cells that step aside: `unlock()` lets queued requests start, `subshell()` routes a client's later requests to a temporary subshell."""
+import subprocess, sys
+import pytest
+from jupyter_client.session import Session
+from kernel_utils import (execute, request, get_reply, iopub_until_idle, types, stdout, parent_id, send, run, collect, wait_stream,
+                          control, interrupt, TIMEOUT)
+
+def expr(reply, name): return reply['content']['user_expressions'][name]['data']['text/plain']
+
+@pytest.fixture(params=['parent', 'child'])
+def where(request, kc):
+    "Run on the parent subshell, and on a child subshell deleted afterwards."
+    if request.param == 'parent': yield None
+    else:
+        sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+        yield sid
+        control(kc, 'delete_subshell_request', subshell_id=sid)
+
+UNLOCKED = "import asyncio\nfrom ipymini import unlock\nev = asyncio.Event()\nprint('unlocked', unlock())\nawait ev.wait()\nprint('A done')"
+
+def test_unlock_lets_the_next_execute_run(kc, where):
+    a = send(kc, where, UNLOCKED)
+    seen = wait_stream(kc, a, 'unlocked True\n')
+    b = send(kc, where, "print('B ran')")
+    rb = get_reply(kc, b)  # before A's reply, which would be skipped here and missed below
+    pb = iopub_until_idle(kc, b)
+    assert rb['content']['status'] == 'ok' and types(pb) == ['status', 'execute_input', 'stream', 'status'] and stdout(pb) == 'B ran\n'
+    c = send(kc, where, "ev.set()")
+    replies,pub = collect(kc, [a, c])
+    ra,rc = replies[a]['content'],replies[c]['content']
+    assert ra['status'] == rc['status'] == 'ok'
+    assert types(seen + pub[a]) == ['status', 'execute_input', 'stream', 'stream', 'status']
+    assert stdout(seen + pub[a]) == 'unlocked True\nA done\n', "A's output stays A's"
+    # each cell keeps the number it started with
+    assert [ra['execution_count'] + 1, ra['execution_count'] + 2] == [rb['content']['execution_count'], rc['execution_count']]
+    assert pb[1]['content']['execution_count'] == rb['content']['execution_count']
+
+def test_unlock_outside_a_cell_is_false(kc):
+    code = ("import asyncio, threading\nfrom ipymini import unlock\nr = []\nt = threading.Thread(target=lambda: r.append(unlock()))\n"
+            "t.start(); t.join()\nasync def f(): return unlock()\nr.append(await asyncio.create_task(f()))")
+    reply,_ = execute(kc, code, user_expressions=dict(r='r', same='get_ipython().kernel.unlock.__func__ is type(get_ipython().kernel).unlock'))
+    assert expr(reply, 'r') == '[False, False]' and expr(reply, 'same') == 'True'
+    out = subprocess.run([sys.executable, '-c', "import ipymini; print(ipymini.unlock())"], capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.stdout == 'False\n'
+
+def test_interrupt_reaches_an_unlocked_cell(kc, where):
+    a = send(kc, where, "import asyncio\nfrom ipymini import unlock\nunlock()\nprint('waiting')\nawait asyncio.sleep(60)")
+    wait_stream(kc, a, 'waiting')
+    assert interrupt(kc)['content'] == dict(status='ok')
+    c = get_reply(kc, a)['content']
+    assert c['status'] == 'error' and c['ename'] == 'KeyboardInterrupt'
+    errs = [m['content'] for m in iopub_until_idle(kc, a) if m['msg_type'] == 'error']
+    assert [e['ename'] for e in errs] == ['KeyboardInterrupt']
+    assert run(kc, where, "'still serving'")[0]['content']['status'] == 'ok'
+
+def test_error_after_unlock_aborts_nothing(kc):
+    a = send(kc, None, "import asyncio\nfrom ipymini import unlock\nev = asyncio.Event()\nunlock()\nprint('waiting')\nawait ev.wait()\n1/0")
+    wait_stream(kc, a, 'waiting')
+    b,c = send(kc, None, "ev.set()\nawait asyncio.sleep(0.05)"),send(kc, None, "'after'")  # C is queued while A fails
+    replies,_ = collect(kc, [a, b, c])
+    assert replies[a]['content']['ename'] == 'ZeroDivisionError'
+    assert replies[b]['content']['status'] == replies[c]['content']['status'] == 'ok'
+
+def test_unlocked_child_ends_with_its_subshell(kc):
+    sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+    a = send(kc, sid, "import asyncio\nfrom ipymini import unlock\nunlock()\nprint('waiting')\nawait asyncio.sleep(60)")
+    wait_stream(kc, a, 'waiting')
+    assert control(kc, 'delete_subshell_request', subshell_id=sid)[0]['content'] == dict(status='ok')
+    assert get_reply(kc, a)['content']['ename'] == 'KeyboardInterrupt'
+    iopub_until_idle(kc, a)
+    reply,_ = execute(kc, f"import threading\nfor t in threading.enumerate():\n    if t.name == 'ipymini-subshell-{sid[:8]}': t.join({TIMEOUT})",
+                      user_expressions=dict(n=f"sum(t.name == 'ipymini-subshell-{sid[:8]}' for t in threading.enumerate())"))
+    assert expr(reply, 'n') == '0'
+
+# the temporary subshell is another thread with its own loop: it sets the cell's asyncio.Event through the cell's loop
+BACKGROUND = ("import asyncio, threading\nfrom ipymini import subshell\nev2,order,loop = asyncio.Event(),[],asyncio.get_running_loop()\n"
+              "with subshell() as s:\n    print('routing', s)\n    await ev2.wait()\norder.append('A')")
+
+def test_subshell_routes_this_clients_later_requests(kernel, kc):
+    km,_ = kernel
+    a = send(kc, None, BACKGROUND)
+    sid = stdout(wait_stream(kc, a, '\n')).split()[1]
+    name = f'ipymini-subshell-{sid[:8]}'
+    reply,msgs = run(kc, None, "threading.current_thread().name")  # runs now, beside the awaiting cell
+    assert reply['content']['status'] == 'ok' and reply['content']['execution_count'] == 1
+    assert [m['content']['data']['text/plain'] for m in msgs if m['msg_type'] == 'execute_result'] == [repr(name)]
+    assert sid not in control(kc, 'list_subshell_request')[0]['content']['subshell_id']
+    # another client session (a session of its own, as each front end has; it names the client's sockets too)
+    other = km.client(session=Session(key=km.session.key, signature_scheme=km.session.signature_scheme))
+    other.start_channels()
+    try:
+        other.wait_for_ready(timeout=TIMEOUT)
+        d = other.execute("order.append(threading.current_thread().name)")
+        e = send(kc, None, "order.append('E')\nloop.call_soon_threadsafe(ev2.set)")
+        replies,pub = collect(kc, [e, a])  # A goes on as soon as E sets its event: either reply may come first
+        assert replies[e]['content']['status'] == replies[a]['content']['status'] == 'ok' and stdout(pub[a]) == ''
+        assert get_reply(other, d)['content']['status'] == 'ok'
+        iopub_until_idle(other, d)
+    finally: other.stop_channels()
+    code = f"for t in threading.enumerate():\n    if t.name == {name!r}: t.join({TIMEOUT})"
+    reply,_ = execute(kc, code, user_expressions=dict(order='order', thread='threading.current_thread().name',
+                                                      left=f"[t.name for t in threading.enumerate() if t.name == {name!r}]"))
+    assert expr(reply, 'order') == "['E', 'A', 'MainThread']" and expr(reply, 'thread') == "'MainThread'" and expr(reply, 'left') == '[]'
+
+def test_subshell_serves_its_queue_before_ending(kc):
+    "Requests routed to the temporary subshell while the body ran are served after it ends, in order."
+    a = send(kc, None, "import asyncio\nfrom ipymini import subshell\nev3,loop = asyncio.Event(),asyncio.get_running_loop()\nwith subshell():\n    print('routing')\n    await ev3.wait()")
+    wait_stream(kc, a, 'routing')
+    b = send(kc, None, "import time\nloop.call_soon_threadsafe(ev3.set)\nfor i in range(3):\n    print(i)\n    time.sleep(0.05)")
+    c = send(kc, None, "print('queued')")
+    replies,pub = collect(kc, [a, b, c])
+    assert all(r['content']['status'] == 'ok' for r in replies.values())
+    assert (stdout(pub[b]),stdout(pub[c])) == ('0\n1\n2\n', 'queued\n')
+
+def test_subshell_needs_a_cell(kc):
+    out = subprocess.run([sys.executable, '-c', "import ipymini\ntry: ipymini.subshell()\nexcept RuntimeError as e: print('error', e)"],
+                         capture_output=True, text=True, timeout=TIMEOUT)
+    assert out.stdout.startswith('error ')
+
+def test_kernel_in_every_subshell(kc, where):
+    reply,_ = run(kc, where, "k = get_ipython().kernel", user_expressions=dict(k='type(k).__module__, callable(k.unlock), callable(k.subshell)'))
+    assert expr(reply, 'k') == "('ipymini.kernel', True, True)"
+
+def test_history_per_subshell(kc):
+    sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+    try:
+        for code in ("x_child = 1", "x_child + 1", "print(x_child)"): assert run(kc, sid, code)[0]['content']['status'] == 'ok'
+        def hist(sid, **content):
+            mid = send(kc, sid, msg_type='history_request', **dict(dict(output=False, raw=True), **content))
+            reply = get_reply(kc, mid)
+            iopub_until_idle(kc, mid)
+            assert reply['content']['status'] == 'ok'
+            return reply['content']['history']
+        tail = hist(sid, hist_access_type='tail', n=2)
+        session = tail[0][0]
+        assert tail == [[session, 2, 'x_child + 1'], [session, 3, 'print(x_child)']]
+        assert hist(sid, hist_access_type='range', session=0, start=1, stop=3) == [[session, 1, 'x_child = 1'], [session, 2, 'x_child + 1']]
+        assert hist(sid, hist_access_type='search', pattern='x_child*', output=True) == [[session, 1, ['x_child = 1', None]], [session, 2, ['x_child + 1', None]]]
+        assert not any('x_child' in row[2] for row in hist(None, hist_access_type='tail', n=50)), "the parent's history is its own"
+        mid = send(kc, 'no-such-subshell', msg_type='history_request', hist_access_type='tail', n=1, output=False, raw=True)
+        assert get_reply(kc, mid)['content']['ename'] == 'SubshellNotFound'
+    finally: control(kc, 'delete_subshell_request', subshell_id=sid)
