@@ -32,6 +32,8 @@ class Publisher(Channel):
             try: return self.sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again: self.since = time.monotonic()
             except zmq.ZMQError as e: return log.warning("iopub: send failed: %s", e)
+        # the next poll must time out to retry: the wake hook set its timeout before this send, when nothing may have waited
+        self.timeout = min(self.timeout or RETRY_MS, RETRY_MS)
         if frames[0] not in DROPPABLE:
             self._note_dropped()
             return self.held.append(frames)

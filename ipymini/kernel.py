@@ -19,6 +19,8 @@ EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'subshells']
 # modules whose state a KeyboardInterrupt must not cut through: a SIGINT landing in them is delivered again a moment later
 SIGINT_UNSAFE = {'ipymini.iopub', 'ipymini.channels', 'ipymini.wire', 'ipymini.streams'}
 
+REPLY_HWM = 1 << 16  # replies queued per client on shell, control and stdin (libzmq's default is 1,000)
+
 KICK = getattr(signal, 'SIGRTMAX', None)  # a signal no one else uses, to wake the main thread for a SIGINT another thread caught
 
 def user_tb(tb):
@@ -129,7 +131,10 @@ class Kernel:
         n = self.cfg.get(port, 0)
         if transport not in ('tcp', 'ipc'): raise KernelStartError(f"unsupported transport {transport!r}: use tcp or ipc")
         # a frame past twice the message limit costs its sender the connection, before it fills memory; up to that, an error reply
-        if sock.type == zmq.ROUTER: sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_FRAME)
+        if sock.type == zmq.ROUTER:
+            sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_FRAME)
+            # a ROUTER drops a reply its client's queue has no room for, silently: room for a client that pipelines thousands
+            sock.setsockopt(zmq.SNDHWM, REPLY_HWM)
         if sock.type == zmq.XPUB: sock.setsockopt(zmq.SNDHWM, iopub.HWM)  # before bind: the listener copies its options then
         if self.cfg.get('curve_secretkey'):  # CurveZMQ: every socket a server with the key pair the launcher wrote
             try:

@@ -2,7 +2,7 @@
 import json, sys, time, uuid
 import pytest, zmq
 from jupyter_client.session import Session
-from kernel_utils import start_kernel, execute, request, get_reply, iopub_until_idle, types, outputs, parent_id, TIMEOUT
+from kernel_utils import start_kernel, execute, request, get_reply, iopub_until_idle, types, outputs, parent_id, collect, stdout, TIMEOUT
 
 def test_kernel_info(kc):
     reply,msgs = request(kc, 'kernel_info_request')
@@ -79,6 +79,42 @@ def test_user_expressions(kc):
     ue = reply['content']['user_expressions']
     assert ue['double'] == dict(status='ok', data={'text/plain': '42'}, metadata={})
     assert ue['bad']['status'] == 'error' and ue['bad']['ename'] == 'ZeroDivisionError'
+
+def test_pipelined_executes_all_answered():
+    "3,000 executes sent at once by a client that reads only afterwards: every reply and every IOPub message arrives, in order."
+    with start_kernel() as (km,kc):
+        # raw sockets, read as fast as they come; the client's own channels go, as an IOPub subscriber that never reads holds IOPub up
+        kc.stop_channels()
+        pipelined(km, kc.session)
+
+def pipelined(km, session):
+    shell,sub = km.connect_shell(identity=uuid.uuid4().hex.encode()),km.connect_iopub()
+    try:
+        for sock in (shell, sub): sock.setsockopt(zmq.RCVHWM, 0)
+        session.send(shell, 'kernel_info_request', {})
+        while not sub.poll(500): session.send(shell, 'kernel_info_request', {})  # until IOPub reaches our SUB socket: its subscription is live
+        ids = [session.send(shell, 'execute_request', dict(code=f"print({i})", silent=False, store_history=True, user_expressions={},
+                                                              allow_stdin=False, stop_on_error=True))['header']['msg_id'] for i in range(3000)]
+        replies,pub = {},{m: [] for m in ids}
+        poller = zmq.Poller()
+        for sock in (shell, sub): poller.register(sock, zmq.POLLIN)
+        deadline,idle = time.monotonic() + 60,0
+        while (len(replies) < len(ids) or idle < len(ids)) and time.monotonic() < deadline:
+            for sock,_ in poller.poll(1000):
+                m = session.recv(sock, mode=zmq.NOBLOCK)[1]
+                if m is None or parent_id(m) not in pub: continue
+                if sock is shell: replies[parent_id(m)] = m
+                else:
+                    pub[parent_id(m)].append(m)
+                    idle += m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle'
+        assert (len(ids) - len(replies), len(ids) - idle) == (0, 0), "replies or idle statuses lost"
+        assert [replies[m]['content']['status'] for m in ids] == ['ok'] * len(ids)
+        counts = [replies[m]['content']['execution_count'] for m in ids]
+        assert counts == list(range(counts[0], counts[0] + len(ids)))
+        assert all(types(pub[m]) == ['status', 'execute_input', 'stream', 'status'] and stdout(pub[m]) == f"{i}\n" for i,m in enumerate(ids))
+    finally:
+        shell.close(0)
+        sub.close(0)
 
 def test_iopub_welcome(kernel):
     km,_ = kernel
