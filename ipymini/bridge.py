@@ -1,5 +1,5 @@
 """IPython behind the protocol: the shell subclass, display hooks, profile and config, and the execute/complete/inspect/history handlers."""
-import os, sys, math, contextlib, logging
+import os, sys, math, contextlib, logging, threading
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.async_helpers import _asyncio_runner
 from IPython.core.displayhook import DisplayHook
@@ -186,7 +186,26 @@ def make_shell(kernel, user_ns=None):
     if jedi is not None: shell.Completer.use_jedi = jedi
     shell.experimental_completions = provisionalcompleter is not None and env_flag('IPYMINI_EXPERIMENTAL_COMPLETIONS', True)
     if app is not None: app.start_shell(shell, kernel)
+    batch_history(shell, kernel)
     return shell
+
+HISTORY_DELAY = 0.5  # seconds after a cell before its input is written to the history database
+
+def batch_history(shell, kernel):
+    "Write history a moment after a cell, for all the cells run meanwhile, not after every one: each write is a sqlite commit on IPython's saving thread."
+    hm = shell.history_manager
+    if hm is None or not getattr(hm, 'using_thread', False) or 'db_cache_size' in shell.config.get('HistoryManager', {}): return
+    hm.db_cache_size = 1 << 30  # IPython then writes only when told (and at exit; history_request writes first, see `history`)
+    timer = None
+    def write():
+        nonlocal timer
+        timer = None
+        if hm.save_flag is not None: hm.save_flag.set()
+    def after_cell():
+        nonlocal timer
+        if threading.current_thread() is not threading.main_thread(): return  # a child subshell's cells are not in the database
+        if timer is None: timer = kernel.loop.call_later(HISTORY_DELAY, write)  # busy for long: still written every HISTORY_DELAY
+    shell.events.register('post_execute', after_cell)
 
 async def execute(shell, content, cell_id=None):
     "Run an execute_request's code; returns the reply content."

@@ -5,6 +5,7 @@ subscriber is that far behind, messages wait in `Publisher.held`, in order; once
 further output (stream, display) is dropped and a note says so, but status and every other message are kept. A
 subscriber that takes nothing for `STALL` seconds is left behind: what waits is sent to the others without it."""
 import os, threading, time, logging
+from operator import itemgetter
 from collections import deque
 import zmq
 from .channels import Channel
@@ -13,11 +14,12 @@ __all__ = ['IOPub', 'Publisher']
 log = logging.getLogger('ipymini')
 
 FLUSH_DELAY = float(os.environ.get("IPYMINI_STREAM_FLUSH_MS", "10")) / 1000
-MAX_PENDING = 1 << 20  # stream characters held before the writer flushes them itself
+BIG_WRITE = 1 << 16  # characters: a write this large is published at once, by the writer
 HWM = int(os.environ.get("IPYMINI_IOPUB_HWM", "128"))  # messages libzmq queues per subscriber
 BUFFER = int(float(os.environ.get("IPYMINI_IOPUB_BUFFER_MB", "32")) * 2**20)  # output bytes held beyond that before dropping
 STALL = float(os.environ.get("IPYMINI_IOPUB_STALL_S", "10"))  # seconds without progress before a subscriber is left behind
 RETRY_MS = 2
+FIRST,SECOND,THIRD = itemgetter(0),itemgetter(1),itemgetter(2)
 DROPPABLE = {b'stream.stdout', b'stream.stderr', b'display_data', b'update_display_data'}  # topics of output, not state
 
 class Publisher(Channel):
@@ -90,11 +92,15 @@ class Publisher(Channel):
         if self.held: self._leave_behind()
 
 class IOPub:
-    "Publish on IOPub from any thread. Pending stream text always goes out before any later message."
+    """Publish on IOPub from any thread. Pending stream text always goes out before any later message.
+
+    Stream writes take no lock (print() writes twice a line, and a lock per write halves throughput): each appends
+    (parent, name, text) to one list, an atomic step under the GIL, and sets `armed` to wake the IOPub thread once.
+    Flushes, under `lock`, take what is there by count and delete that many, so a write that lands meanwhile stays for the next."""
     def __init__(self, sock, wire):
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber gets its own welcome
         self.wire,self.lock = wire,threading.Lock()
-        self.pending,self.size,self.deadline = [],0,None
+        self.pending,self.armed,self.deadline = [],False,None  # pending: [(parent, stream name, text)], in write order
         self.channel = Publisher(sock, wire, self._on_subscribe, self._on_wake)
 
     def start(self): self.channel.start()
@@ -108,24 +114,40 @@ class IOPub:
 
     def stream(self, name, text, parent):
         "Buffer `text` for stream `name`; it is published within FLUSH_DELAY, coalesced with its neighbours."
-        with self.lock:
-            last = self.pending[-1] if self.pending else None
-            if last and last[0] is parent and last[1] == name: last[2].append(text)
-            else: self.pending.append((parent, name, [text]))
-            self.size += len(text)
-            if self.size > MAX_PENDING: return self._flush_locked()
-            if self.deadline is None:
-                self.deadline = time.monotonic() + FLUSH_DELAY
-                self.channel.outbox.wake()
+        self.pending.append((parent, name, text))
+        if len(text) > BIG_WRITE: self.flush()
+        elif not self.armed: self.arm()
+
+    def arm(self):
+        "After the first write since the last flush: wake the IOPub thread, which sets the flush deadline."
+        self.armed = True
+        self.channel.outbox.wake()
 
     def flush(self):
         "Publish pending stream text now."
         with self.lock: self._flush_locked()
 
     def _flush_locked(self):
-        for parent,name,texts in self.pending:
-            self.channel.send(self.wire.serialize('stream', dict(name=name, text=''.join(texts)), parent, idents=(b'stream.' + name.encode(),)))
-        self.pending,self.size,self.deadline = [],0,None
+        self.armed,self.deadline = False,None  # before taking the text: a write after this point wakes the IOPub thread again
+        q = self.pending
+        n = len(q)
+        if not n: return
+        items = q[:n]
+        del q[:n]
+        parents,names = list(map(id, map(FIRST, items))),list(map(SECOND, items))
+        if parents.count(parents[0]) == n and names.count(names[0]) == n: return self._publish(items)  # the usual case, in C loops
+        i = 0
+        while i < n:  # one message per run of text with the same parent and stream
+            j = i + 1
+            while j < n and parents[j] == parents[i] and names[j] == names[i]: j += 1
+            self._publish(items[i:j])
+            i = j
+
+    def _publish(self, items):
+        "One stream message for `items`, text of one parent and stream."
+        parent,name,_ = items[0]
+        text = ''.join(map(THIRD, items))
+        self.channel.send(self.wire.serialize('stream', dict(name=name, text=text), parent, idents=(b'stream.' + name.encode(),)))
 
     def _on_wake(self):
         "On the IOPub thread after every poll: retry what waits for a slow subscriber; flush stream text whose delay ran out."
@@ -135,6 +157,7 @@ class IOPub:
         if ch.held: ch.timeout = min(ch.timeout or RETRY_MS, RETRY_MS)
 
     def _set_timeout(self):
+        if self.armed and self.deadline is None: self.deadline = time.monotonic() + FLUSH_DELAY
         d = self.deadline
         if d is None: self.channel.timeout = None; return
         left = d - time.monotonic()

@@ -2,6 +2,7 @@
 threads and executors that carry the context of the cell that started them, and fd-level capture of C and subprocess output."""
 import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
 from concurrent.futures import ThreadPoolExecutor
+from .iopub import BIG_WRITE
 
 __all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
 log = logging.getLogger('ipymini')
@@ -22,6 +23,7 @@ class OutStream(io.TextIOBase):
     "A text stream whose writes become IOPub `stream` messages, batched by the IOPub thread."
     def __init__(self, name, iopub, fd=None):
         self._name,self.iopub,self._fd = name,iopub,fd
+        self._append = iopub.pending.append  # the list is never replaced: flushes delete from it
 
     @property
     def name(self): return self._name
@@ -32,7 +34,10 @@ class OutStream(io.TextIOBase):
 
     def write(self, s):
         if not isinstance(s, str): raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if s: self.iopub.stream(self._name, s, _get() or _default[0])
+        if s:  # IOPub.stream, inline: this is the hot path of print()
+            self._append((_get() or _default[0], self._name, s))
+            if len(s) > BIG_WRITE: self.iopub.flush()  # now, by the writer: held text stays bounded however fast it comes
+            elif not self.iopub.armed: self.iopub.arm()
         return len(s)
 
     def writelines(self, lines):
