@@ -10,7 +10,7 @@ from collections import deque
 import zmq
 from .channels import Channel
 
-__all__ = ['IOPub', 'Publisher']
+__all__ = ['IOPub', 'Publisher', 'parent_key', 'BIG_WRITE']
 log = logging.getLogger('ipymini')
 
 FLUSH_DELAY = float(os.environ.get("IPYMINI_STREAM_FLUSH_MS", "10")) / 1000
@@ -91,6 +91,10 @@ class Publisher(Channel):
             if self.held: time.sleep(RETRY_MS / 1000)
         if self.held: self._leave_behind()
 
+def parent_key(msg):
+    "What the stream queue holds for parent `msg`: its header's bytes, so queued writes hold no dict for the garbage collector to scan."
+    return msg['raw_header'] if msg is not None and 'raw_header' in msg else msg
+
 class IOPub:
     """Publish on IOPub from any thread. Pending stream text always goes out before any later message.
 
@@ -100,7 +104,7 @@ class IOPub:
     def __init__(self, sock, wire):
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber gets its own welcome
         self.wire,self.lock = wire,threading.Lock()
-        self.pending,self.armed,self.deadline = [],False,None  # pending: [(parent, stream name, text)], in write order
+        self.pending,self.armed,self.deadline = [],False,None  # pending: [(parent's raw header, stream name, text)], in write order
         self.channel = Publisher(sock, wire, self._on_subscribe, self._on_wake)
 
     def start(self): self.channel.start()
@@ -114,7 +118,7 @@ class IOPub:
 
     def stream(self, name, text, parent):
         "Buffer `text` for stream `name`; it is published within FLUSH_DELAY, coalesced with its neighbours."
-        self.pending.append((parent, name, text))
+        self.pending.append((parent_key(parent), name, text))
         if len(text) > BIG_WRITE: self.flush()
         elif not self.armed: self.arm()
 
@@ -146,6 +150,7 @@ class IOPub:
     def _publish(self, items):
         "One stream message for `items`, text of one parent and stream."
         parent,name,_ = items[0]
+        if isinstance(parent, bytes): parent = dict(raw_header=parent)  # see `parent_key`
         text = ''.join(map(THIRD, items))
         self.channel.send(self.wire.serialize('stream', dict(name=name, text=text), parent, idents=(b'stream.' + name.encode(),)))
 

@@ -2,7 +2,7 @@
 threads and executors that carry the context of the cell that started them, and fd-level capture of C and subprocess output."""
 import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
 from concurrent.futures import ThreadPoolExecutor
-from .iopub import BIG_WRITE
+from .iopub import BIG_WRITE, parent_key
 
 __all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
 log = logging.getLogger('ipymini')
@@ -35,7 +35,7 @@ class OutStream(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str): raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         if s:  # IOPub.stream, inline: this is the hot path of print()
-            self._append((_get() or _default[0], self._name, s))
+            self._append((parent_key(_get() or _default[0]), self._name, s))
             if len(s) > BIG_WRITE: self.iopub.flush()  # now, by the writer: held text stays bounded however fast it comes
             elif not self.iopub.armed: self.iopub.arm()
         return len(s)
