@@ -1,10 +1,20 @@
 """Socket-owning threads: each ZMQ socket is read and written by one thread; other threads hand it frames."""
-import os, threading, logging
+import ctypes, os, threading, logging
 from collections import deque
 import zmq
 
 __all__ = ['Outbox', 'Channel']
 log = logging.getLogger('ipymini')
+
+# write(2) that keeps the GIL: os.write releases it, and the thread just woken then takes it, so a sender waited for the GIL
+# at every wake-up (a tenth of a millisecond, several times per execute). One byte into a non-blocking pipe never blocks;
+# a full pipe (EAGAIN) means a wake-up is pending already.
+try: _write = ctypes.PyDLL(None).write
+except (OSError, AttributeError): _write = None  # no C library to call: os.write
+
+def write_byte(fd):
+    if _write is None: os.write(fd, b'.')
+    else: _write(fd, b'.', 1)
 
 class Outbox:
     "Frames queued by any thread for the thread that owns a socket; a pipe wakes that thread's poller."
@@ -18,7 +28,7 @@ class Outbox:
         # one byte per sleep, not per message: each write can hand the GIL to the woken thread
         if self.signalled: return
         self.signalled = True
-        try: os.write(self.wfd, b'.')
+        try: write_byte(self.wfd)
         except BlockingIOError: pass
 
     def put(self, frames):

@@ -2,7 +2,7 @@
 threads and executors that carry the context of the cell that started them, and fd-level capture of C and subprocess output."""
 import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
 from concurrent.futures import ThreadPoolExecutor
-from .iopub import BIG_WRITE, parent_key
+from .iopub import BIG_WRITE
 
 __all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
 log = logging.getLogger('ipymini')
@@ -35,7 +35,8 @@ class OutStream(io.TextIOBase):
     def write(self, s):
         if not isinstance(s, str): raise TypeError(f"write() argument must be str, not {type(s).__name__}")
         if s:  # IOPub.stream, inline: this is the hot path of print()
-            self._append((parent_key(_get() or _default[0]), self._name, s))
+            p = _get() or _default[0]
+            self._append((p['raw_header'] if p is not None and 'raw_header' in p else p, self._name, s))  # iopub.parent_key, inline
             if len(s) > BIG_WRITE: self.iopub.flush()  # now, by the writer: held text stays bounded however fast it comes
             elif not self.iopub.armed: self.iopub.arm()
         return len(s)

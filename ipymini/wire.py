@@ -23,12 +23,15 @@ def _default(o):
     if hasattr(o, 'tolist'): return o.tolist()
     return repr(o)
 
+# built once: json.dumps with options builds an encoder per call, and every message has four JSON parts
+_encode = json.JSONEncoder(default=_default, ensure_ascii=False, separators=(',', ':')).encode
+_encode_ascii = json.JSONEncoder(default=_default, separators=(',', ':')).encode
+
 def dumps(o) -> bytes:
     "Compact UTF-8 JSON, never failing on odd user values."
-    s = json.dumps(o, default=_default, ensure_ascii=False, separators=(',', ':'))
-    try: return s.encode()
+    try: return _encode(o).encode()
     # a lone surrogate (e.g. an escape a client sent, or a decoded file name) has no UTF-8 form: escape it as JSON does
-    except UnicodeEncodeError: return json.dumps(o, default=_default, separators=(',', ':')).encode()
+    except UnicodeEncodeError: return _encode_ascii(o).encode()
 
 def now_iso(): return datetime.now(timezone.utc).isoformat()
 def new_id(): return uuid.uuid4().hex
