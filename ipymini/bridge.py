@@ -12,6 +12,7 @@ from IPython.utils.tokenutil import token_at_cursor, line_at_cursor
 from traitlets import Type, Any, default
 from traitlets.config import Config
 from .streams import get_parent, OutStream
+from .env import env_flag, env_float
 
 try: from IPython.core.completer import provisionalcompleter, rectify_completions
 except ImportError: provisionalcompleter = rectify_completions = None
@@ -20,27 +21,8 @@ __all__ = ['MiniShell', 'make_shell', 'execute', 'complete', 'inspect', 'is_comp
 log = logging.getLogger('ipymini')
 
 TYPES_KEY = '_jupyter_types_experimental'  # complete_reply metadata key for typed completions, as ipykernel names it
-FLAGS = {'1': True, 'true': True, 'yes': True, 'on': True, '0': False, 'false': False, 'no': False, 'off': False}
 
 class BadRequest(ValueError): "A request whose fields a handler cannot use; the error reply names it."
-
-def env_flag(name, default=None):
-    "Environment flag `name` as a bool ('0' or '1'); unset gives `default`, and so does a bad value, after a warning."
-    v = os.environ.get(name, '').strip()
-    if not v: return default
-    if v.lower() in FLAGS: return FLAGS[v.lower()]
-    log.warning("%s=%r is not 0 or 1: using the default", name, v)
-    return default
-
-def env_float(name, default=0.):
-    "Environment setting `name` as a finite number >= 0; unset gives `default`, and so does a bad value, after a warning."
-    v = os.environ.get(name, '').strip()
-    if not v: return default
-    try: f = float(v)
-    except ValueError: f = -1.
-    if f >= 0 and math.isfinite(f): return f
-    log.warning("%s=%r is not a number of seconds >= 0: using %s", name, v, default)
-    return default
 
 class MiniDisplayHook(DisplayHook):
     "Sends `execute_result` with the full mimebundle instead of printing it."

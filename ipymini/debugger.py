@@ -2,13 +2,14 @@
 import os, sys, re, types, json, reprlib, struct, socket, atexit, threading, itertools, linecache, logging, functools, importlib.util, ast
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from .streams import get_parent
+from .env import env_float
 
 __all__ = ['murmur2', 'cell_path', 'Debugger', 'setup']
 log = logging.getLogger('ipymini')
 
 HASH_SEED = 0xC70F6907  # the seed front ends are told in debugInfo; with murmur2 they name a cell's file as the kernel does
 TMP_SUFFIX = '.py'
-TIMEOUT = float(os.environ.get('IPYMINI_DEBUG_TIMEOUT', 10))  # longest wait for debugpy's answer to one request
+TIMEOUT = env_float('IPYMINI_DEBUG_TIMEOUT', 10.)  # longest wait for debugpy's answer to one request
 START_TIMEOUT = 30  # debugpy.listen starts the adapter process: a cold start of a loaded machine takes seconds
 
 def murmur2(data: bytes, seed: int) -> int:

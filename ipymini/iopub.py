@@ -9,15 +9,16 @@ from operator import itemgetter
 from collections import deque
 import zmq
 from .channels import Channel
+from .env import env_float
 
 __all__ = ['IOPub', 'Publisher', 'parent_key', 'BIG_WRITE']
 log = logging.getLogger('ipymini')
 
-FLUSH_DELAY = float(os.environ.get("IPYMINI_STREAM_FLUSH_MS", "10")) / 1000
+FLUSH_DELAY = env_float("IPYMINI_STREAM_FLUSH_MS", 10.) / 1000
 BIG_WRITE = 1 << 16  # characters: a write this large is published at once, by the writer
-HWM = int(os.environ.get("IPYMINI_IOPUB_HWM", "128"))  # messages libzmq queues per subscriber
-BUFFER = int(float(os.environ.get("IPYMINI_IOPUB_BUFFER_MB", "32")) * 2**20)  # output bytes held beyond that before dropping
-STALL = float(os.environ.get("IPYMINI_IOPUB_STALL_S", "10"))  # seconds without progress before a subscriber is left behind
+HWM = int(env_float("IPYMINI_IOPUB_HWM", 128, minimum=1))  # messages libzmq queues per subscriber
+BUFFER = int(env_float("IPYMINI_IOPUB_BUFFER_MB", 32.) * 2**20)  # output bytes held beyond that before dropping
+STALL = env_float("IPYMINI_IOPUB_STALL_S", 10.)  # seconds without progress before a subscriber is left behind
 RETRY_MS = 2
 FIRST,SECOND,THIRD = itemgetter(0),itemgetter(1),itemgetter(2)
 DROPPABLE = {b'stream.stdout', b'stream.stderr', b'display_data', b'update_display_data'}  # topics of output, not state

@@ -9,6 +9,7 @@ from . import iopub
 from .streams import OutStream, current_parent, set_default_parent
 from .subshells import Subshell, not_found
 from . import bridge, lifecycle, subshells
+from .env import env_float
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
@@ -413,7 +414,7 @@ class Kernel:
         self.loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self.loop)
         self.done = self.loop.create_future()
-        self.stop_on_error_timeout = bridge.env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)
+        self.stop_on_error_timeout = env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)
         self.iopub.start()
         threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
         self.shell = bridge.make_shell(self)

@@ -3,6 +3,7 @@ threads and executors that carry the context of the cell that started them, and 
 import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
 from concurrent.futures import ThreadPoolExecutor
 from .iopub import BIG_WRITE
+from .env import env_flag
 
 __all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
 log = logging.getLogger('ipymini')
@@ -139,7 +140,7 @@ def _keep_logs_off_fd2():
 def setup(kernel):
     "Threads inherit the cell's context; fds 1/2 are captured (unless IPYMINI_CAPTURE_FD=0) and drained before each execute's idle."
     inherit_context()
-    if os.environ.get('IPYMINI_CAPTURE_FD', '1') == '0': return
+    if not env_flag('IPYMINI_CAPTURE_FD', True): return
     _keep_logs_off_fd2()
     cap = kernel.fd_capture = FdCapture(kernel.iopub)
     cap.start()

@@ -2,12 +2,13 @@
 import hashlib, hmac, itertools, json, os, uuid, base64
 from collections import deque
 from datetime import datetime, timezone, date
+from .env import env_float
 
 __all__ = ['DELIM', 'PROTOCOL_VERSION', 'WireError', 'Wire', 'dumps', 'now_iso', 'new_id']
 
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.5"
-MAX_FRAME = int(os.environ.get("IPYMINI_MAX_MESSAGE_BYTES", 256 * 2**20))
+MAX_FRAME = int(env_float("IPYMINI_MAX_MESSAGE_BYTES", 256 * 2**20, minimum=1))
 
 class WireError(ValueError):
     "A message that cannot be accepted; `reply` says whether the sender can still be told why."

@@ -78,17 +78,25 @@ def test_flags_on(tmp_path):
         c = request(kc, 'complete_request', code="import os\nos.pa", cursor_pos=15)[0]['content']
         assert '_jupyter_types_experimental' in c['metadata'] and 'path' in c['matches']
 
+BAD = dict(IPYMINI_USE_JEDI='maybe', IPYMINI_EXPERIMENTAL_COMPLETIONS='2', IPYMINI_STOP_ON_ERROR_TIMEOUT='soon',
+           IPYMINI_CAPTURE_FD='sometimes', IPYMINI_STREAM_FLUSH_MS='fast', IPYMINI_IOPUB_HWM='0', IPYMINI_IOPUB_BUFFER_MB='-1',
+           IPYMINI_IOPUB_STALL_S='inf', IPYMINI_MAX_MESSAGE_BYTES='lots', IPYMINI_DEBUG_TIMEOUT='nan')
+
 def test_bad_flag_values_warn_and_use_defaults(tmp_path):
-    cm,err = started(dict(IPYMINI_USE_JEDI='maybe', IPYMINI_EXPERIMENTAL_COMPLETIONS='2', IPYMINI_STOP_ON_ERROR_TIMEOUT='soon'), tmp_path)
+    cm,err = started(BAD, tmp_path)
     with cm as (km,kc):
         assert value(kc, "get_ipython().Completer.use_jedi") == value(kc, "__import__('IPython').core.completer.JEDI_INSTALLED")
         c = request(kc, 'complete_request', code="1", cursor_pos=1)[0]['content']
         assert '_jupyter_types_experimental' in c['metadata']
         check_error(*execute(kc, "1/0"), 'ZeroDivisionError')
         assert execute(kc, "'runs'")[0]['content']['status'] == 'ok'  # timeout 0: nothing queued, nothing aborted
+        code = "import os\nos.system('echo from-fd-1')"  # fds still captured: the subprocess's output is the cell's
+        assert 'from-fd-1' in ''.join(m['content'].get('text', '') for m in execute(kc, code)[1])
+        ok(kc, "from ipymini import iopub, wire, debugger")
+        assert value(kc, "iopub.FLUSH_DELAY, iopub.HWM, iopub.BUFFER >> 20, iopub.STALL, wire.MAX_FRAME >> 20, debugger.TIMEOUT") \
+            == '(0.01, 128, 32, 10.0, 256, 10.0)'
     log = err.read_text()
-    for name,v in [('IPYMINI_USE_JEDI', 'maybe'), ('IPYMINI_EXPERIMENTAL_COMPLETIONS', '2'), ('IPYMINI_STOP_ON_ERROR_TIMEOUT', 'soon')]:
-        assert f"{name}='{v}'" in log, log
+    for name,v in BAD.items(): assert f"{name}='{v}'" in log, log
     assert 'Traceback' not in log
 
 def test_stop_on_error_timeout_keeps_aborting(tmp_path):
