@@ -204,6 +204,8 @@ class ChildSubshell(Subshell):
         if asyncio.current_task(self.loop) is task:
             # raised inside the output machinery, the interrupt could send text twice: as for the main thread, retry shortly
             if _in_output_code(sys._current_frames().get(self.thread.ident)): return threading.Timer(0.002, self.interrupt, (task,)).start()
+            stdin = getattr(self.kernel, 'stdin', None)
+            if stdin is not None: stdin.interrupt(self.thread.ident)  # an input() it waits in raises KeyboardInterrupt
             return interrupt_thread(self.thread.ident)
         cancel = getattr(self.kernel, 'cancel_cell', None)  # the kernel's, when it has one, reports the cancel as the interrupt
         try: self.loop.call_soon_threadsafe(*((cancel, self, task) if cancel else (task.cancel,)))

@@ -186,3 +186,14 @@ def test_interrupt_child_while_printing(kc, sid):
     assert lines == [str(i) for i in range(1, n + 1)] + [''], "output lost or repeated"
     reply,_ = run(kc, sid, "0", user_expressions=dict(i='i'))
     assert reply['content']['user_expressions']['i']['data']['text/plain'] == str(n)
+
+def test_interrupt_child_waiting_in_input(kc, sid):
+    mid = send(kc, sid, "v = input('value? ')", allow_stdin=True)
+    req = kc.get_stdin_msg(timeout=TIMEOUT)
+    assert req['msg_type'] == 'input_request' and parent_id(req) == mid and req['content']['prompt'] == 'value? '
+    assert interrupt(kc)['content'] == dict(status='ok')
+    reply = get_reply(kc, mid)
+    assert reply['content']['status'] == 'error' and reply['content']['ename'] == 'KeyboardInterrupt'
+    iopub_until_idle(kc, mid)
+    assert run(kc, sid, "'still serving'")[0]['content']['status'] == 'ok'
+
