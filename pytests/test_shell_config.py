@@ -99,6 +99,15 @@ def test_bad_flag_values_warn_and_use_defaults(tmp_path):
     for name,v in BAD.items(): assert f"{name}='{v}'" in log, log
     assert 'Traceback' not in log
 
+def test_capture_fd_off(tmp_path):
+    "IPYMINI_CAPTURE_FD=0: output written to fd 1 by a subprocess is not the cell's (it goes where the kernel's stdout goes)."
+    cm,_ = started(dict(IPYMINI_CAPTURE_FD='0'), tmp_path)
+    with cm as (km,kc):
+        reply,msgs = execute(kc, "import os\nos.system('echo from-fd-1')\nprint('from print')")
+        assert reply['content']['status'] == 'ok'
+        assert [m['content']['text'] for m in msgs if m['msg_type'] == 'stream'] == ['from print\n']
+        assert value(kc, "hasattr(get_ipython().kernel, 'fd_capture')") == 'False'
+
 def test_stop_on_error_timeout_keeps_aborting(tmp_path):
     cm,_ = started(dict(IPYMINI_STOP_ON_ERROR_TIMEOUT='1'), tmp_path)
     with cm as (km,kc):
