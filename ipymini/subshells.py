@@ -16,13 +16,15 @@ class Subshell:
     "A queue of shell requests run one at a time on `loop` by `kernel.process`; `submit` may be called from any thread."
     def __init__(self, kernel, sid=None, loop=None):
         self.kernel,self.sid,self.loop = kernel,sid,loop
-        self.inbox,self.waiter,self.task = deque(),None,None
+        self.inbox,self.waiter,self.task,self.sleeping = deque(),None,None,False
         self.aborting,self.cell_task,self.deleted,self.closing,self.finished = False,None,False,False,False
         self.detached = set()  # cells that called `unlock` and still run, each in the runner task it had
 
     def submit(self, msg):
         self.inbox.append(msg)
-        self.loop.call_soon_threadsafe(self._wake)
+        # wake the loop only when its runner sleeps: a runner at work finds the message itself (each wake-up is a write
+        # that hands the GIL to the loop's thread, so a burst of requests made one each)
+        if self.sleeping: self.loop.call_soon_threadsafe(self._wake)
 
     def _wake(self):
         if self.waiter is not None and not self.waiter.done(): self.waiter.set_result(None)
@@ -38,7 +40,9 @@ class Subshell:
                     self.finished = True
                     return
                 self.waiter = self.loop.create_future()
-                await self.waiter
+                self.sleeping = True  # then look again: a request submitted before this was set is in the inbox now
+                if not self.inbox and not (self.deleted or self.closing): await self.waiter
+                self.sleeping = False
                 continue
             msg = self.inbox.popleft()
             if msg is STOP_ABORTING: self.aborting = False
