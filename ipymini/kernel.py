@@ -334,7 +334,7 @@ class Kernel:
     def _on_sigint(self, signum, frame):
         "SIGINT, on the main thread: KeyboardInterrupt into a running sync cell (or its pending input), cancel an awaiting async cell."
         __tracebackhide__ = True
-        if not self.shell.custom_exceptions: self.shell.set_custom_exc((KeyboardInterrupt, asyncio.CancelledError), self._show_interrupt)
+        self.report_interrupts()
         if self._sigint_retry: self._sigint_retry = False
         else: self.interrupt_subshells()
         sub = self.parent_subshell
@@ -356,6 +356,10 @@ class Kernel:
         while task.cancelling(): task.uncancel()  # left over by a cell that swallowed a cancel (3.11's TaskGroup does)
         self.cancelled_cells.add(task)
         task.cancel()
+
+    def report_interrupts(self):
+        "Have IPython report interrupts and cancelled cells through `_show_interrupt`, unless the user set exception handlers of their own."
+        if not self.shell.custom_exceptions: self.shell.set_custom_exc((KeyboardInterrupt, asyncio.CancelledError), self._show_interrupt)
 
     def _show_interrupt(self, shell, etype, value, tb, tb_offset=None):
         "IPython's handler for these exceptions out of user code: an interrupt shows as a KeyboardInterrupt in the user's frames."
@@ -423,6 +427,7 @@ class Kernel:
         self.parent_subshell = Subshell(self, None, self.loop)
         self.parent_subshell.start()
         for name in EXTENSIONS: importlib.import_module(f'.{name}', __package__).setup(self)
+        self.report_interrupts()  # a cell is cancelled without a SIGINT too: deleting its subshell, interrupting a child subshell
         if threading.current_thread() is threading.main_thread(): self.install_sigint()
         lifecycle.setup(self)
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
