@@ -4,14 +4,14 @@ Flow control: the socket never drops on its own (XPUB_NODROP) and queues at most
 subscriber is that far behind, messages wait in `Publisher.held`, in order; once `BUFFER` bytes of output wait there,
 further output (stream, display) is dropped and a note says so, but status and every other message are kept. A
 subscriber that takes nothing for `STALL` seconds is left behind: what waits is sent to the others without it."""
-import os, threading, time, logging
-from operator import itemgetter
+import threading, time, logging
+from itertools import groupby
 from collections import deque
 import zmq
 from .channels import Channel
 from .env import env_float
 
-__all__ = ['IOPub', 'Publisher', 'parent_key', 'BIG_WRITE']
+__all__ = ['IOPub', 'Publisher', 'Sink', 'BIG_WRITE']
 log = logging.getLogger('ipymini')
 
 FLUSH_DELAY = env_float("IPYMINI_STREAM_FLUSH_MS", 10.) / 1000
@@ -20,7 +20,6 @@ HWM = int(env_float("IPYMINI_IOPUB_HWM", 128, minimum=1))  # messages libzmq que
 BUFFER = int(env_float("IPYMINI_IOPUB_BUFFER_MB", 32.) * 2**20)  # output bytes held beyond that before dropping
 STALL = env_float("IPYMINI_IOPUB_STALL_S", 10.)  # seconds without progress before a subscriber is left behind
 RETRY_MS = 2
-FIRST,SECOND,THIRD = itemgetter(0),itemgetter(1),itemgetter(2)
 DROPPABLE = {b'stream.stdout', b'stream.stderr', b'display_data', b'update_display_data'}  # topics of output, not state
 
 class Publisher(Channel):
@@ -92,20 +91,25 @@ class Publisher(Channel):
             if self.held: time.sleep(RETRY_MS / 1000)
         if self.held: self._leave_behind()
 
-def parent_key(msg):
-    "What the stream queue holds for parent `msg`: its header's bytes, so queued writes hold no dict for the garbage collector to scan."
-    return msg['raw_header'] if msg is not None and 'raw_header' in msg else msg
+class Sink:
+    "Text one parent wrote to one stream, not yet published: writers append to `texts`, flushes take from its front by count."
+    __slots__ = ('parent', 'name', 'texts')
+    def __init__(self, parent, name): self.parent,self.name,self.texts = parent,name,[]
 
 class IOPub:
     """Publish on IOPub from any thread. Pending stream text always goes out before any later message.
 
-    Stream writes take no lock (print() writes twice a line, and a lock per write halves throughput): each appends
-    (parent, name, text) to one list, an atomic step under the GIL, and sets `armed` to wake the IOPub thread once.
-    Flushes, under `lock`, take what is there by count and delete that many, so a write that lands meanwhile stays for the next."""
+    Stream writes take no lock (print() writes twice a line, and a lock per write halves throughput). A write appends its text to
+    the `Sink` of its parent and stream, then that sink to `order`: each append is one atomic step under the GIL, and neither
+    allocates (a tuple per write cost more than the rest of the write). The first write since a flush sets `armed` and wakes the
+    IOPub thread. Flushes, under `lock`, take `order` by count and, for each run of one sink in it, that many texts from the
+    sink's front: a text is always in its sink before its entry is in `order`, so a write that lands meanwhile stays whole for the
+    next flush, and the runs keep the exact order of writes made one after another."""
     def __init__(self, sock, wire):
         sock.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscriber gets its own welcome
         self.wire,self.lock = wire,threading.Lock()
-        self.pending,self.armed,self.deadline = [],False,None  # pending: [(parent's raw header, stream name, text)], in write order
+        self.order,self.armed,self.deadline = [],False,None  # order: the sink of every pending write, in write order
+        self.sinks = {}  # stream name -> the sink `stream` wrote to last (OutStream keeps its own)
         self.channel = Publisher(sock, wire, self._on_subscribe, self._on_wake)
 
     def start(self): self.channel.start()
@@ -114,12 +118,18 @@ class IOPub:
         "Publish one message, after any stream text written before it."
         topic = msg_type.encode()
         with self.lock:
-            if self.pending: self._flush_locked()
+            if self.order: self._flush_locked()
             self.channel.send(self.wire.serialize(msg_type, content, parent, metadata, (topic,), buffers, header))
 
     def stream(self, name, text, parent):
         "Buffer `text` for stream `name`; it is published within FLUSH_DELAY, coalesced with its neighbours."
-        self.pending.append((parent_key(parent), name, text))
+        sink = self.sinks.get(name)
+        if sink is None or sink.parent is not parent: sink = self.sinks[name] = Sink(parent, name)
+        self.write(sink, text)
+
+    def write(self, sink, text):
+        sink.texts.append(text)  # first the text, then its turn: see the class docstring
+        self.order.append(sink)
         if len(text) > BIG_WRITE: self.flush()
         elif not self.armed: self.arm()
 
@@ -134,26 +144,22 @@ class IOPub:
 
     def _flush_locked(self):
         self.armed,self.deadline = False,None  # before taking the text: a write after this point wakes the IOPub thread again
-        q = self.pending
-        n = len(q)
+        order = self.order
+        n = len(order)
         if not n: return
-        items = q[:n]
-        del q[:n]
-        parents,names = list(map(id, map(FIRST, items))),list(map(SECOND, items))
-        if parents.count(parents[0]) == n and names.count(names[0]) == n: return self._publish(items)  # the usual case, in C loops
-        i = 0
-        while i < n:  # one message per run of text with the same parent and stream
-            j = i + 1
-            while j < n and parents[j] == parents[i] and names[j] == names[i]: j += 1
-            self._publish(items[i:j])
-            i = j
+        taken = order[:n]
+        del order[:n]
+        first = taken[0]
+        if taken.count(first) == n: return self._publish(first, n)  # the usual case, counted in C
+        for sink,run in groupby(taken): self._publish(sink, len(list(run)))  # one message per run of one parent's stream
 
-    def _publish(self, items):
-        "One stream message for `items`, text of one parent and stream."
-        parent,name,_ = items[0]
-        if isinstance(parent, bytes): parent = dict(raw_header=parent)  # see `parent_key`
-        text = ''.join(map(THIRD, items))
-        self.channel.send(self.wire.serialize('stream', dict(name=name, text=text), parent, idents=(b'stream.' + name.encode(),)))
+    def _publish(self, sink, n):
+        "One stream message for the first `n` texts of `sink`."
+        texts = sink.texts
+        text = ''.join(texts[:n])
+        del texts[:n]
+        name = sink.name
+        self.channel.send(self.wire.serialize('stream', dict(name=name, text=text), sink.parent, idents=(b'stream.' + name.encode(),)))
 
     def _on_wake(self):
         "On the IOPub thread after every poll: retry what waits for a slow subscriber; flush stream text whose delay ran out."

@@ -2,7 +2,7 @@
 threads and executors that carry the context of the cell that started them, and fd-level capture of C and subprocess output."""
 import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
 from concurrent.futures import ThreadPoolExecutor
-from .iopub import BIG_WRITE
+from .iopub import BIG_WRITE, Sink
 from .env import env_flag
 
 __all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
@@ -24,7 +24,8 @@ class OutStream(io.TextIOBase):
     "A text stream whose writes become IOPub `stream` messages, batched by the IOPub thread."
     def __init__(self, name, iopub, fd=None):
         self._name,self.iopub,self._fd = name,iopub,fd
-        self._append = iopub.pending.append  # the list is never replaced: flushes delete from it
+        self._order = iopub.order.append  # the list is never replaced: flushes delete from it
+        self._sink = Sink(None, name)  # the sink of the parent written to last: one attribute, so a thread reads a whole one
 
     @property
     def name(self): return self._name
@@ -35,12 +36,16 @@ class OutStream(io.TextIOBase):
 
     def write(self, s):
         if not isinstance(s, str): raise TypeError(f"write() argument must be str, not {type(s).__name__}")
-        if s:  # IOPub.stream, inline: this is the hot path of print()
+        n = len(s)
+        if n:  # IOPub.write, inline: this is the hot path of print()
             p = _get() or _default[0]
-            self._append((p['raw_header'] if p is not None and 'raw_header' in p else p, self._name, s))  # iopub.parent_key, inline
-            if len(s) > BIG_WRITE: self.iopub.flush()  # now, by the writer: held text stays bounded however fast it comes
+            sink = self._sink
+            if sink.parent is not p: sink = self._sink = Sink(p, self._name)
+            sink.texts.append(s)
+            self._order(sink)
+            if n > BIG_WRITE: self.iopub.flush()  # now, by the writer: held text stays bounded however fast it comes
             elif not self.iopub.armed: self.iopub.arm()
-        return len(s)
+        return n
 
     def writelines(self, lines):
         for l in lines: self.write(l)

@@ -71,6 +71,41 @@ task = asyncio.ensure_future(waits())
     r2,msgs = run_all(kc, "go4.set()\nawait task\nawait asyncio.get_running_loop().run_in_executor(None, print, 'executor')")
     assert texts(msgs, mid_of(r1)) == 'task done\n' and texts(msgs, mid_of(r2)) == 'executor\n'
 
+def test_concurrent_writers_keep_their_cells_and_order(kc):
+    "Threads of two cells and the second cell itself print at once, stdout and stderr interleaved: every line under its own cell, in its order."
+    r1,_ = execute(kc, """
+import threading, sys
+go5 = threading.Event()
+def spam(tag):
+    go5.wait()
+    for i in range(3000): print(tag, i); print(tag, i, file=sys.stderr)
+t1 = threading.Thread(target=spam, args=('one',)); t1.start()
+""")
+    r2,msgs = run_all(kc, """
+t2 = threading.Thread(target=spam, args=('two',)); t2.start()
+go5.set()
+for i in range(3000): print('cell', i)
+t1.join(); t2.join()
+""")
+    c1,c2 = mid_of(r1),mid_of(r2)
+    lines = lambda tag, n: ''.join(f"{tag} {i}\n" for i in range(n))
+    assert texts(msgs, c1) == texts(msgs, c1, 'stderr') == lines('one', 3000)
+    mine = texts(msgs, c2)
+    # the cell's own lines and its thread's arrive whole and each in order, however the two threads took turns
+    assert sorted(mine.splitlines(keepends=True)) == sorted((lines('cell', 3000) + lines('two', 3000)).splitlines(keepends=True))
+    for tag in ('cell', 'two'): assert ''.join(l for l in mine.splitlines(keepends=True) if l.startswith(tag)) == lines(tag, 3000)
+    assert texts(msgs, c2, 'stderr') == lines('two', 3000)
+    # within each thread, the stderr line follows its stdout line: the messages of each cell alternate between the streams in order
+    one = [(m['content']['name'], m['content']['text']) for m in msgs if m['msg_type'] == 'stream' and parent_id(m) == c1]
+    out_seen = err_seen = 0
+    for name,text in one:
+        n = text.count('\n')
+        if name == 'stdout': out_seen += n
+        else:
+            err_seen += n
+            assert err_seen <= out_seen
+    assert out_seen == err_seen == 3000
+
 def test_subprocess_and_fd_output(kc):
     reply,msgs = execute(kc, "import subprocess\nr = subprocess.run(['echo', 'hi'])")
     assert reply['content']['status'] == 'ok' and types(msgs) == ['status', 'execute_input', 'stream', 'status']
