@@ -1,9 +1,9 @@
 """Socket-owning threads: each ZMQ socket is read and written by one thread; other threads hand it frames."""
-import ctypes, os, threading, logging
+import asyncio, contextlib, ctypes, os, threading, logging
 from collections import deque
 import zmq
 
-__all__ = ['Outbox', 'Channel']
+__all__ = ['Outbox', 'Channel', 'Loop']
 log = logging.getLogger('ipymini')
 
 # write(2) that keeps the GIL: os.write releases it, and the thread just woken then takes it, so a sender waited for the GIL
@@ -15,6 +15,13 @@ except (OSError, AttributeError): _write = None  # no C library to call: os.writ
 def write_byte(fd):
     if _write is None: os.write(fd, b'.')
     else: _write(fd, b'.', 1)
+
+class Loop(asyncio.SelectorEventLoop):
+    "An asyncio loop whose wake-up from another thread (`call_soon_threadsafe`) keeps that thread's GIL: see `write_byte`."
+    def _write_to_self(self):
+        csock = self._csock
+        if csock is None: return
+        with contextlib.suppress(OSError): write_byte(csock.fileno())
 
 class Outbox:
     "Frames queued by any thread for the thread that owns a socket; a pipe wakes that thread's poller."

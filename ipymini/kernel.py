@@ -3,7 +3,7 @@ import _thread, asyncio, contextlib, importlib, json, logging, os, signal, sys, 
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION, MAX_FRAME
-from .channels import Channel
+from .channels import Channel, Loop
 from .iopub import IOPub
 from . import iopub
 from .streams import OutStream, current_parent, set_default_parent
@@ -415,7 +415,7 @@ class Kernel:
 
     def start(self):
         "Start the socket threads and IPython; the caller then runs `main` on the main thread's loop."
-        self.loop = asyncio.new_event_loop()
+        self.loop = Loop()
         asyncio.set_event_loop(self.loop)
         self.done = self.loop.create_future()
         self.stop_on_error_timeout = env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)

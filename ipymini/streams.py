@@ -1,6 +1,8 @@
 """Output routing: sys.stdout / sys.stderr replacements that publish to IOPub under the request current where they are written,
 threads and executors that carry the context of the cell that started them, and fd-level capture of C and subprocess output."""
 import io, os, sys, select, codecs, contextvars, functools, logging, threading, ctypes
+try: from termios import FIONREAD
+except ImportError: FIONREAD = None
 from concurrent.futures import ThreadPoolExecutor
 from .iopub import BIG_WRITE, Sink
 from .env import env_flag
@@ -83,6 +85,25 @@ def fd_parent():
     try: return _running[-1]
     except IndexError: return _default[0]
 
+def _c_library():
+    """C calls for the check before each execute's idle, made without releasing the GIL (ctypes.PyDLL): releasing it there
+    would hand it to a socket thread in the middle of the execute. Each call is non-blocking. Missing ones are None."""
+    try: libc = ctypes.PyDLL(None)
+    except OSError: return None,None,lambda: True
+    fflush = getattr(libc, 'fflush', None)  # (blocks on a full pipe: called through CDLL, releasing the GIL, and only when needed)
+    # FIONREAD: bytes waiting in a pipe. ioctl is variadic, which ctypes can call safely only where variadic arguments travel as
+    # fixed ones do (Linux on x86-64 and arm64); elsewhere poll(2) looks instead
+    ioctl = getattr(libc, 'ioctl', None) if FIONREAD is not None and sys.platform.startswith('linux') else None
+    if ioctl is not None: ioctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p]
+    try:
+        fpending = libc.__fpending  # bytes C's stdio holds unwritten in a stream (glibc, musl)
+        fpending.restype,fpending.argtypes = ctypes.c_size_t,[ctypes.c_void_p]
+        files = [ctypes.c_void_p.in_dll(libc, n) for n in ('stdout', 'stderr')]
+    except (AttributeError, ValueError): fpending,files = None,()
+    if fflush is not None: fflush = ctypes.CDLL(None).fflush
+    check = (lambda: any(map(fpending, files))) if fpending else (lambda: True)
+    return fflush,ioctl,check
+
 class FdCapture:
     "File descriptors 1 and 2 redirected into pipes; a thread forwards what arrives as `stream` text."
     def __init__(self, iopub, fds=((1, 'stdout'), (2, 'stderr'))):
@@ -95,23 +116,28 @@ class FdCapture:
             os.close(w)
             os.set_blocking(r, False)
             self.pipes[r] = (name, codecs.getincrementaldecoder('utf-8')('replace'))
-        self.poller,self.wait = select.poll(),select.poll()  # one for draining, one for the thread's blocking wait
+        self.poller,self.wait = select.poll(),select.poll()  # one for looking (a poll object cannot be in two calls), one for the thread's wait
         for r in self.pipes:
             for p in (self.poller, self.wait): p.register(r, select.POLLIN)
-        try: self.fflush = ctypes.CDLL(None).fflush
-        except (OSError, AttributeError): self.fflush = None
+        self.fflush,self.ioctl,self.c_pending = _c_library()
+        self.nbytes = ctypes.c_int()
 
     def start(self): threading.Thread(target=self._run, name='ipymini-fdcapture', daemon=True).start()
 
     def _run(self):
-        while self.pipes:
-            self.wait.poll()
-            self.drain()
+        while self.pipes: self.drain(fds=[fd for fd,_ in self.wait.poll()])
 
-    def drain(self, parent=None):
-        "Forward what the pipes hold now, under `parent` (default: `fd_parent()`); the lock keeps the pieces in order."
+    def readable(self):
+        "The pipes holding bytes now."
+        n,ref = self.nbytes,ctypes.byref(self.nbytes)
+        if self.ioctl is None: return [fd for fd,_ in self.poller.poll(0)]
+        return [fd for fd in self.pipes if self.ioctl(fd, FIONREAD, ref) != 0 or n.value]  # an error: look, a read will tell
+
+    def drain(self, parent=None, fds=None):
+        "Forward what pipes `fds` (default: those holding bytes) hold now, under `parent` (default: `fd_parent()`); the lock keeps the pieces in order."
         with self.lock:
-            for r,_ in self.poller.poll(0):
+            for r in self.readable() if fds is None else fds:
+                if r not in self.pipes: continue
                 name,dec = self.pipes[r]
                 chunks = []
                 while True:
@@ -126,11 +152,11 @@ class FdCapture:
                 if text: self.iopub.stream(name, text, parent or fd_parent())
 
     def flush(self, parent=None):
-        "Push out C-level buffers and forward everything written to the fds so far (e.g. before a cell's idle)."
+        "Push out buffered output and forward everything written to the fds so far (e.g. before a cell's idle)."
         for f in (sys.__stdout__, sys.__stderr__):
             try: f and f.flush()
             except (OSError, ValueError): pass
-        if self.fflush: self.fflush(None)
+        if self.fflush and self.c_pending(): self.fflush(None)
         self.drain(parent)
 
 def _keep_logs_off_fd2():

@@ -6,6 +6,7 @@ import asyncio, contextlib, ctypes, fnmatch, logging, sys, threading, uuid, weak
 from collections import deque
 from IPython.core.payload import PayloadManager
 from .streams import current_parent
+from .channels import Loop
 
 __all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'not_found', 'unlock', 'temporary', 'setup']
 log = logging.getLogger('ipymini')
@@ -178,7 +179,7 @@ def _child_state(shell):
 class ChildSubshell(Subshell):
     "A subshell with a thread and asyncio loop of its own; deleting it stops it after interrupting a running cell."
     def __init__(self, kernel):
-        super().__init__(kernel, str(uuid.uuid4()), asyncio.new_event_loop())
+        super().__init__(kernel, str(uuid.uuid4()), Loop())
         self.lock,self.state = threading.Lock(),_child_state(kernel.shell)
         self.thread = threading.Thread(target=self._main, name=f'ipymini-subshell-{self.sid[:8]}', daemon=True)
 
