@@ -3,7 +3,7 @@ import asyncio, contextlib, ctypes, os, threading, logging
 from collections import deque
 import zmq
 
-__all__ = ['Outbox', 'Channel', 'Loop']
+__all__ = ['Outbox', 'Channel', 'Loop', 'defer_wakes', 'wake_deferred']
 log = logging.getLogger('ipymini')
 
 # write(2) that keeps the GIL: os.write releases it, and the thread just woken then takes it, so a sender waited for the GIL
@@ -16,12 +16,32 @@ def write_byte(fd):
     if _write is None: os.write(fd, b'.')
     else: _write(fd, b'.', 1)
 
+class _Deferred(threading.local): fds = None  # while a thread defers its wake-ups: the fds to write to when it stops
+_deferred = _Deferred()
+
+def wake_fd(fd):
+    "Wake the thread that polls `fd`: now, or when this thread stops deferring (see `defer_wakes`)."
+    fds = _deferred.fds
+    if fds is None: write_byte(fd)
+    elif fd not in fds: fds.append(fd)
+
+def defer_wakes():
+    """Until `wake_deferred`, hold this thread's wake-ups of other threads. A thread woken while this one still runs wants the
+    GIL at once and waits for it, and the GIL then passes back and forth between cores: woken just before this thread blocks
+    (or starts user code), it finds the GIL free."""
+    if _deferred.fds is None: _deferred.fds = []
+
+def wake_deferred():
+    fds,_deferred.fds = _deferred.fds,None
+    for fd in fds or ():
+        with contextlib.suppress(OSError): write_byte(fd)
+
 class Loop(asyncio.SelectorEventLoop):
     "An asyncio loop whose wake-up from another thread (`call_soon_threadsafe`) keeps that thread's GIL: see `write_byte`."
     def _write_to_self(self):
         csock = self._csock
         if csock is None: return
-        with contextlib.suppress(OSError): write_byte(csock.fileno())
+        with contextlib.suppress(OSError): wake_fd(csock.fileno())
 
 class Outbox:
     "Frames queued by any thread for the thread that owns a socket; a pipe wakes that thread's poller."
@@ -35,7 +55,7 @@ class Outbox:
         # one byte per sleep, not per message: each write can hand the GIL to the woken thread
         if self.signalled: return
         self.signalled = True
-        try: write_byte(self.wfd)
+        try: wake_fd(self.wfd)
         except BlockingIOError: pass
 
     def put(self, frames):
@@ -53,9 +73,9 @@ class Outbox:
 
 class Channel(threading.Thread):
     "A thread that owns `sock`: it sends what the outbox holds and hands each incoming frame list to `on_recv`."
-    def __init__(self, name, sock, on_recv, on_wake=None):
+    def __init__(self, name, sock, on_recv, on_wake=None, defers=False):
         super().__init__(name=f"ipymini-{name}", daemon=True)
-        self.sock,self.on_recv,self.on_wake = sock,on_recv,on_wake
+        self.sock,self.on_recv,self.on_wake,self.defers = sock,on_recv,on_wake,defers
         self.outbox,self.running,self.timeout = Outbox(),True,None
 
     def send(self, frames):
@@ -93,12 +113,15 @@ class Channel(threading.Thread):
             except zmq.ZMQError: break
             if self.outbox.rfd in events: self.outbox.clear_wake()
             if self.on_wake: self.on_wake()
-            if self.sock in events:
-                for _ in range(1000):  # a burst costs one poll, and a flood cannot starve the outbox
-                    try: frames = self.sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again: break
-                    except zmq.ZMQError: return
-                    try: self.on_recv(frames)
-                    except Exception: log.exception("%s: error handling a message", self.name)
-            self.flush()
+            if self.defers: defer_wakes()  # e.g. the shell thread wakes the main thread once it is done with what came in
+            try:
+                if self.sock in events:
+                    for _ in range(1000):  # a burst costs one poll, and a flood cannot starve the outbox
+                        try: frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                        except zmq.Again: break
+                        except zmq.ZMQError: return
+                        try: self.on_recv(frames)
+                        except Exception: log.exception("%s: error handling a message", self.name)
+                self.flush()
+            finally: wake_deferred()
         self.flush()

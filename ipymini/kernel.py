@@ -3,7 +3,7 @@ import _thread, asyncio, contextlib, importlib, json, logging, os, signal, sys, 
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION, MAX_FRAME
-from .channels import Channel, Loop
+from .channels import Channel, Loop, defer_wakes, wake_deferred
 from .iopub import IOPub
 from . import iopub
 from .streams import OutStream, current_parent, set_default_parent
@@ -110,7 +110,7 @@ class Kernel:
         types = dict(shell_port=zmq.ROUTER, control_port=zmq.ROUTER, stdin_port=zmq.ROUTER, iopub_port=zmq.XPUB, hb_port=zmq.ROUTER)
         socks = {p: self._bind(self.ctx.socket(types[p]), p) for p in PORTS}
         self.iopub = IOPub(socks['iopub_port'], self.wire)
-        self.shell_ch = Channel('shell', socks['shell_port'], self.on_shell)
+        self.shell_ch = Channel('shell', socks['shell_port'], self.on_shell, defers=True)
         self.control_ch = Channel('control', socks['control_port'], self.on_control)
         self.stdin_ch = Channel('stdin', socks['stdin_port'], self.on_stdin)
         self.hb_sock = socks['hb_port']
@@ -206,6 +206,7 @@ class Kernel:
         if sub is None: return not_found(self, msg, f"no subshell {msg['header'].get('subshell_id')!r}")
         if t in self.queued_handlers: return sub.submit(msg)
         if t not in self.shell_handlers and not t.endswith('_request'): return log.warning("shell: dropped unknown message type %r", t)
+        wake_deferred()  # a handler here can take long (a completion): the requests queued before it start now
         self.run_handler(self.shell_ch, msg, self.shell_handlers.get(t))
 
     def on_control(self, frames):
@@ -244,7 +245,8 @@ class Kernel:
                 log.exception("error handling %s", t)
                 if t.endswith('_request'): self.error_reply(self.shell_ch, msg, type(e).__name__, str(e))
             finally: current_parent.reset(token)
-        self.status('idle', msg)
+        try: self.status('idle', msg)
+        finally: wake_deferred()  # the reply's and idle's (see do_execute)
 
     async def do_execute(self, sub, msg):
         c,shell = msg['content'],self.shell
@@ -262,6 +264,7 @@ class Kernel:
                          execution_count=shell.execution_count - 1, user_expressions={}, payload=[])
         finally:
             if sub.cell_task is task: sub.cell_task = None  # else the cell unlocked the queue and another cell is in front
+        defer_wakes()  # the user's code is done: the threads sending the reply and idle are woken once both are queued
         md['status'] = reply['status']
         self.reply(self.shell_ch, msg, reply, metadata=md)
         # an error in a cell that unlocked the queue aborts nothing: the requests behind it are no longer waiting on it
