@@ -117,7 +117,9 @@ class Channel(threading.Thread):
             try:
                 if self.sock in events:
                     for _ in range(1000):  # a burst costs one poll, and a flood cannot starve the outbox
-                        try: frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                        try:
+                            if not self.sock.get(zmq.EVENTS) & zmq.POLLIN: break  # asking is cheaper than a failed recv's exception
+                            frames = self.sock.recv_multipart(zmq.NOBLOCK)
                         except zmq.Again: break
                         except zmq.ZMQError: return
                         try: self.on_recv(frames)
