@@ -27,8 +27,8 @@ def wake_fd(fd):
 
 def defer_wakes():
     """Until `wake_deferred`, hold this thread's wake-ups of other threads. A thread woken while this one still runs wants the
-    GIL at once and waits for it, and the GIL then passes back and forth between cores: woken just before this thread blocks
-    (or starts user code), it finds the GIL free."""
+    GIL at once and waits for it, and the GIL then passes back and forth between cores; woken when this one is done (just
+    before it blocks), it finds the GIL free. Hold them only over short stretches of the kernel's own code."""
     if _deferred.fds is None: _deferred.fds = []
 
 def wake_deferred():
