@@ -3,7 +3,7 @@ import asyncio, contextlib, ctypes, os, threading, logging
 from collections import deque
 import zmq
 
-__all__ = ['Outbox', 'Channel', 'Loop', 'defer_wakes', 'wake_deferred']
+__all__ = ['Outbox', 'Channel', 'Loop', 'defer_wakes', 'wake_deferred', 'send_frames', 'recv_frames']
 log = logging.getLogger('ipymini')
 
 # write(2) that keeps the GIL: os.write releases it, and the thread just woken then takes it, so a sender waited for the GIL
@@ -15,6 +15,23 @@ except (OSError, AttributeError): _write = None  # no C library to call: os.writ
 def write_byte(fd):
     if _write is None: os.write(fd, b'.')
     else: _write(fd, b'.', 1)
+
+# pyzmq's send_multipart and recv_multipart check and pass keywords on every frame, in Python: for the kernel's messages of
+# a few small frames that is most of the cost of a send. The backend's send and recv are the same calls without it.
+_send,_recv,_get = zmq.backend.Socket.send,zmq.backend.Socket.recv,zmq.backend.Socket.get
+MORE = zmq.SNDMORE
+
+def send_frames(sock, frames, flags=0):
+    "`sock.send_multipart(frames, flags)` for a list of bytes-like frames."
+    more = flags | MORE
+    for f in frames[:-1]: _send(sock, f, more)
+    _send(sock, frames[-1], flags)
+
+def recv_frames(sock, flags=0):
+    "`sock.recv_multipart(flags)`."
+    frames = [_recv(sock, flags)]
+    while _get(sock, zmq.RCVMORE): frames.append(_recv(sock, flags))
+    return frames
 
 class _Deferred(threading.local): fds = None  # while a thread defers its wake-ups: the fds to write to when it stops
 _deferred = _Deferred()
@@ -84,7 +101,7 @@ class Channel(threading.Thread):
         self.outbox.put(frames)
 
     def _send(self, frames):
-        try: self.sock.send_multipart(frames)
+        try: send_frames(self.sock, frames)
         except zmq.ZMQError as e: log.warning("%s: send failed: %s", self.name, e)
 
     def call(self, fn):
@@ -118,8 +135,8 @@ class Channel(threading.Thread):
                 if self.sock in events:
                     for _ in range(1000):  # a burst costs one poll, and a flood cannot starve the outbox
                         try:
-                            if not self.sock.get(zmq.EVENTS) & zmq.POLLIN: break  # asking is cheaper than a failed recv's exception
-                            frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                            if not _get(self.sock, zmq.EVENTS) & zmq.POLLIN: break  # asking is cheaper than a failed recv's exception
+                            frames = recv_frames(self.sock, zmq.NOBLOCK)
                         except zmq.Again: break
                         except zmq.ZMQError: return
                         try: self.on_recv(frames)

@@ -8,7 +8,7 @@ import threading, time, logging
 from itertools import groupby
 from collections import deque
 import zmq
-from .channels import Channel
+from .channels import Channel, send_frames
 from .env import env_float
 
 __all__ = ['IOPub', 'Publisher', 'Sink', 'BIG_WRITE']
@@ -31,7 +31,7 @@ class Publisher(Channel):
 
     def _send(self, frames):
         if not self.held:
-            try: return self.sock.send_multipart(frames, zmq.NOBLOCK)
+            try: return send_frames(self.sock, frames, zmq.NOBLOCK)
             except zmq.Again: self.since = time.monotonic()
             except zmq.ZMQError as e: return log.warning("iopub: send failed: %s", e)
         # the next poll must time out to retry: the wake hook set its timeout before this send, when nothing may have waited
@@ -59,7 +59,7 @@ class Publisher(Channel):
         "On the IOPub thread: send what waits, as far as the subscribers take it."
         h = self.held
         while h:
-            try: self.sock.send_multipart(h[0], zmq.NOBLOCK)
+            try: send_frames(self.sock, h[0], zmq.NOBLOCK)
             except zmq.Again: break
             except zmq.ZMQError as e: log.warning("iopub: send failed: %s", e)
             f = h.popleft()
@@ -79,7 +79,7 @@ class Publisher(Channel):
         self.held_bytes = 0
 
     def _send_lossy(self, frames):
-        try: self.sock.send_multipart(frames, zmq.NOBLOCK)
+        try: send_frames(self.sock, frames, zmq.NOBLOCK)
         except zmq.ZMQError as e: log.warning("iopub: send failed: %s", e)
 
     def run(self):
