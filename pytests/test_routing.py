@@ -78,13 +78,14 @@ import threading, sys
 go5 = threading.Event()
 def spam(tag):
     go5.wait()
-    for i in range(3000): print(tag, i); print(tag, i, file=sys.stderr)
+    # one write a line: print(tag, i) writes four times, and another thread may write between them
+    for i in range(3000): sys.stdout.write(f'{tag} {i}\\n'); sys.stderr.write(f'{tag} {i}\\n')
 t1 = threading.Thread(target=spam, args=('one',)); t1.start()
 """)
     r2,msgs = run_all(kc, """
 t2 = threading.Thread(target=spam, args=('two',)); t2.start()
 go5.set()
-for i in range(3000): print('cell', i)
+for i in range(3000): sys.stdout.write(f'cell {i}\\n')
 t1.join(); t2.join()
 """)
     c1,c2 = mid_of(r1),mid_of(r2)
