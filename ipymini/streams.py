@@ -86,11 +86,12 @@ def fd_parent():
     except IndexError: return _default[0]
 
 def _c_library():
-    """C calls for the check before each execute's idle, made without releasing the GIL (ctypes.PyDLL): releasing it there
-    would hand it to a socket thread in the middle of the execute. Each call is non-blocking. Missing ones are None."""
+    """C calls for the check before each execute's idle: (fflush, ioctl, whether C's stdio holds output). The last two are made
+    without releasing the GIL (ctypes.PyDLL), which would hand it to a socket thread in the middle of the execute; each is
+    non-blocking. A call the C library lacks is None; without `__fpending`, C is taken to hold output."""
     try: libc = ctypes.PyDLL(None)
     except OSError: return None,None,lambda: True
-    fflush = getattr(libc, 'fflush', None)  # (blocks on a full pipe: called through CDLL, releasing the GIL, and only when needed)
+    fflush = getattr(ctypes.CDLL(None), 'fflush', None)  # blocks on a full pipe: through CDLL, releasing the GIL, and only when needed
     # FIONREAD: bytes waiting in a pipe. ioctl is variadic, which ctypes can call safely only where variadic arguments travel as
     # fixed ones do (Linux on x86-64 and arm64); elsewhere poll(2) looks instead
     ioctl = getattr(libc, 'ioctl', None) if FIONREAD is not None and sys.platform.startswith('linux') else None
@@ -100,7 +101,6 @@ def _c_library():
         fpending.restype,fpending.argtypes = ctypes.c_size_t,[ctypes.c_void_p]
         files = [ctypes.c_void_p.in_dll(libc, n) for n in ('stdout', 'stderr')]
     except (AttributeError, ValueError): fpending,files = None,()
-    if fflush is not None: fflush = ctypes.CDLL(None).fflush
     check = (lambda: any(map(fpending, files))) if fpending else (lambda: True)
     return fflush,ioctl,check
 
@@ -121,6 +121,7 @@ class FdCapture:
             for p in (self.poller, self.wait): p.register(r, select.POLLIN)
         self.fflush,self.ioctl,self.c_pending = _c_library()
         self.nbytes = ctypes.c_int()
+        self.nbytes_ref = ctypes.byref(self.nbytes)
 
     def start(self): threading.Thread(target=self._run, name='ipymini-fdcapture', daemon=True).start()
 
@@ -129,9 +130,8 @@ class FdCapture:
 
     def readable(self):
         "The pipes holding bytes now."
-        n,ref = self.nbytes,ctypes.byref(self.nbytes)
         if self.ioctl is None: return [fd for fd,_ in self.poller.poll(0)]
-        return [fd for fd in self.pipes if self.ioctl(fd, FIONREAD, ref) != 0 or n.value]  # an error: look, a read will tell
+        return [fd for fd in self.pipes if self.ioctl(fd, FIONREAD, self.nbytes_ref) != 0 or self.nbytes.value]  # an error: a read will tell
 
     def drain(self, parent=None, fds=None):
         "Forward what pipes `fds` (default: those holding bytes) hold now, under `parent` (default: `fd_parent()`); the lock keeps the pieces in order."
