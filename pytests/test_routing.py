@@ -154,3 +154,11 @@ def test_kernel_logs_stay_out_of_user_output(kc):
     reply,msgs = run_all(kc, "pass")
     assert reply['content']['status'] == 'ok'
     assert [m for m in msgs if m['msg_type'] == 'stream'] == []
+
+def test_c_output_held_in_stdio_buffer(kc):
+    "C's stdout fully buffered (as on a pipe when PYTHONUNBUFFERED is unset): the kernel flushes it before the idle. Last here: it changes the kernel's C stdout."
+    code = ("import ctypes\nlibc = ctypes.CDLL(None)\nout = ctypes.c_void_p.in_dll(libc, 'stdout')\nlibc.fflush(out)\n"
+            "cbuf = ctypes.create_string_buffer(4096)\nassert libc.setvbuf(out, cbuf, 0, 4096) == 0\n"  # 0: _IOFBF
+            "libc.printf(b'held %d\\n', 7)")
+    reply,msgs = execute(kc, code)
+    assert reply['content']['status'] == 'ok' and stdout(msgs) == 'held 7\n'
