@@ -11,9 +11,9 @@ TIMEOUT = 60
 ANSI = re.compile(r'\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]|\r')  # terminal escape sequences (and CR), removed before matching
 
 def need(name):
-    "Import a module of the `lab` extra: a skip where it is missing, a failure under CI, which installs it."
-    if os.environ.get('CI'): return importlib.import_module(name)
-    return pytest.importorskip(name, reason=f"{name} missing: pip install -e '.[lab]'")
+    "Import a module the `test` extra installs: missing, it is a failure that says how to install it (never a skip)."
+    try: return importlib.import_module(name)
+    except ImportError as e: pytest.fail(f"{name} missing ({e}): pip install -e '.[test]'", pytrace=False)
 
 def free_port():
     "A port on 127.0.0.1 that nothing listens on right now."
@@ -174,6 +174,7 @@ class Console:
 
 @pytest.fixture(scope='module')
 def console(tmp_path_factory):
+    need('jupyter_console')  # pexpect comes with IPython: `jupyter console` is what may be missing
     con = Console(tmp_path_factory.mktemp('console'))
     try:
         con.expect(r'In \[1\]: ')
@@ -224,7 +225,7 @@ def ws_until_done(conn, msg_id, reply_type):
     return reply,iopub
 
 def test_kernel_gateway(tmp_path):
-    websocket = need('websocket')
+    websocket,_ = need('websocket'),need('kernel_gateway')
     port,token = free_port(),uuid.uuid4().hex
     base,auth = f'127.0.0.1:{port}',{'Authorization': f'token {token}'}
     args = [JUPYTER, 'kernelgateway', '--KernelGatewayApp.ip=127.0.0.1', f'--KernelGatewayApp.port={port}', '--KernelGatewayApp.port_retries=0',

@@ -17,14 +17,16 @@ LAB_SETTINGS = {'apputils-extension/notification': dict(fetchNews='false', check
 SHOTS = os.environ.get('IPYMINI_SCREENSHOTS')
 
 def chromium():
+    "Debian's chromium: missing, the browser tests skip, or fail under CI (which installs it)."
     path = shutil.which('chromium')
     if path: return path
-    if os.environ.get('CI'): pytest.fail("chromium missing: apt-get install -y chromium")
+    if os.environ.get('CI'): pytest.fail("chromium missing: apt-get install -y chromium", pytrace=False)
     pytest.skip("chromium missing: apt-get install -y chromium")
 
 @pytest.fixture(scope='module')
 def lab(tmp_path_factory):
     "A JupyterLab server on 127.0.0.1 with its own config, data and runtime dirs: yields (url with token, notebook dir, temp dir)."
+    chromium(), need('playwright.sync_api')  # before the server starts: no browser, no server
     tmp = tmp_path_factory.mktemp('lab')
     env,root = jupyter_env(tmp),tmp/'notebooks'
     root.mkdir()
