@@ -1,17 +1,20 @@
-"""tools/bench.py runs against the kernel as it is: a one-round smoke run of ipymini and ipykernel (no times asserted)."""
+"""tools/bench.py runs against the kernel as it is: a one-round smoke run of ipymini, ipykernel and the floor (no times asserted)."""
 import json, subprocess, sys
 from pathlib import Path
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FIGURES = ['rtt', 'pipelined', 'stream', 'nstream', 'intact', 'first', 'start', 'complete', 'rss_start', 'rss_stream', 'interrupt']
 
+@pytest.mark.slow
 def test_bench_quick_run(tmp_path):
     out = tmp_path/'bench.json'
-    p = subprocess.run([sys.executable, str(REPO/'tools'/'bench.py'), '--quick', '--only', 'ipymini,ipykernel', '--json', str(out)],
+    p = subprocess.run([sys.executable, str(REPO/'tools'/'bench.py'), '--quick', '--only', 'ipymini,ipykernel,floor', '--json', str(out)],
                        capture_output=True, text=True, timeout=600, cwd=REPO)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res['errors'] == [] and res['kernels']['ipymini'].startswith('ipymini ')
+    assert res['kernels']['floor'] == 'floor 0'
     for kind in ('ipymini', 'ipykernel'):
         med = res['medians'][kind]
         assert [f for f in FIGURES if med[f] is None] == [], kind

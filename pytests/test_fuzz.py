@@ -6,6 +6,8 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 from jupyter_client.session import Session
 from kernel_utils import start_kernel, execute, TIMEOUT
 
+pytestmark = pytest.mark.slow  # thousands of frames: about a minute
+
 MARKER = f"_pwned_{uuid.uuid4().hex}"
 MARK_CODE = f"globals()['{MARKER}'] = 1; open('/tmp/{MARKER}', 'w').close()"
 COUNTER = '_fuzz_good'

@@ -4,6 +4,7 @@ import pytest
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_release_check(tmp_path):
     # build from a copy, so the check never touches the working tree's dist/

@@ -1,16 +1,17 @@
-"""Side-by-side benchmark of ipymini, ipykernel and the protocol floor (`../shared/reference/floor_kernel.py`).
+"""Side-by-side benchmark of ipymini, ipykernel and the protocol floor (`tools/floor_kernel.py`).
 
     python tools/bench.py                          # all three kernels, 5 rounds (~2 minutes on 2 cores)
     python tools/bench.py --quick                  # one round, fewer samples: a smoke run
     python tools/bench.py --only ipymini,ipykernel --rounds 3
     python tools/bench.py --json results.json      # also dump every sample (`--json` alone prints JSON to stdout)
-    python tools/bench.py --floor PATH             # floor kernel script, if not at ../shared/reference/floor_kernel.py
+
+Run it with the test environment of README (`.venv/bin/python tools/bench.py`): it needs ipykernel, psutil and jupyter_client.
 
 Each round starts every selected kernel afresh (same Python, its own connection file and process group), in an order
 that rotates from round to round so machine noise hits all kernels alike, and runs every figure on it before the next.
 The client is a lean one written here (raw zmq sockets, HMAC-signed JSON frames, no Session machinery), the same for all
 kernels; every measurement waits on the messages themselves (reply parent ids, status idle), never on a sleep.
-Medians over all rounds are printed with the ratios ipymini/ipykernel and ipymini/floor and the targets from DESIGN.md.
+Medians over all rounds are printed with the ratios ipymini/ipykernel and ipymini/floor and the targets ipymini set itself.
 A kernel that fails to start or dies costs at most a timeout: its figures read "n/a" and the reason is listed.
 """
 import argparse, atexit, hashlib, hmac, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time, uuid
@@ -281,9 +282,9 @@ def table(res, kinds):
 
 # ---- driver ----
 
-def argv_for(kind, floor):
+def argv_for(kind):
     return dict(ipymini=[sys.executable, "-m", "ipymini"], ipykernel=[sys.executable, "-m", "ipykernel_launcher"],
-        floor=[sys.executable, str(floor)])[kind]
+        floor=[sys.executable, str(REPO/"tools"/"floor_kernel.py")])[kind]
 
 def bench_one(kind, argv, tmp, cfg, res, errors, rnd, names):
     "Start one kernel and run every figure on it; a failure ends this kernel's round and is recorded, never raised."
@@ -328,13 +329,11 @@ def main(args=None):
     p.add_argument("--only", default=",".join(KINDS), help="comma-separated kernels to run, from: " + ", ".join(KINDS))
     p.add_argument("--quick", action="store_true", help="one round and fewer samples: a smoke run")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also dump all samples as JSON to PATH (stdout if no PATH)")
-    p.add_argument("--floor", default=str(REPO.parent/"shared"/"reference"/"floor_kernel.py"), help="path of the floor kernel script")
     p.add_argument("--start-timeout", type=float, default=30., help="seconds a kernel gets to answer its first kernel_info")
     a = p.parse_args(args)
     kinds = [k.strip() for k in a.only.split(",") if k.strip()]
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds: p.error(f"unknown kernel {', '.join(bad)}: choose from {', '.join(KINDS)}")
-    if "floor" in kinds and not Path(a.floor).is_file(): p.error(f"floor kernel not found at {a.floor} (use --floor PATH)")
     rounds = a.rounds or (1 if a.quick else 5)
     # the first interrupt of a process also pays for importing the traceback machinery: 3 a round, the median reported
     cfg = argparse.Namespace(start_timeout=a.start_timeout, warmup=20, n_pipelined=1000, n_interrupt=3,
@@ -350,7 +349,7 @@ def main(args=None):
             if kind in given_up: continue
             print(f"round {rnd+1}/{rounds}: {kind}", file=sys.stderr, flush=True)
             # a kernel that cannot even start will not start next round either: don't pay its timeout again
-            if not bench_one(kind, argv_for(kind, a.floor), tmp, cfg, res, errors, rnd+1, names): given_up.add(kind)
+            if not bench_one(kind, argv_for(kind), tmp, cfg, res, errors, rnd+1, names): given_up.add(kind)
     took = time.perf_counter() - t_all
     print(f"\n{rounds} round(s) in {took:.0f} s; Python {sys.version.split()[0]} on {os.cpu_count()} cores; "
           f"medians of {rounds*cfg.n_rtt} round trips, {rounds*cfg.n_complete} completions, {rounds*cfg.n_interrupt} interrupts, "
