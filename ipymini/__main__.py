@@ -1,5 +1,6 @@
 """Command line: `python -m ipymini -f CONNECTION_FILE` runs a kernel; `python -m ipymini install` installs the kernelspec."""
 import argparse, logging, os, sys
+from . import __version__
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message): self.exit(2, f"{self.prog}: error: {message}\n")
@@ -23,18 +24,32 @@ def kernel_main(argv):
     p = _Parser(prog="python -m ipymini", description="Run the ipymini Jupyter kernel. Subcommand: install.")
     p.add_argument('-f', '--connection-file', metavar='FILE', help="connection file written by the launcher")
     p.add_argument('--debug', action='store_true', help="log every message")
-    a = p.parse_args(argv)
-    logging.basicConfig(stream=sys.__stderr__, level=logging.DEBUG if a.debug else logging.WARNING,
-                        format="[ipymini %(levelname)s %(asctime)s] %(message)s")
+    p.add_argument('--version', action='version', version=__version__)
+    p.epilog = "IPython options (--Class.trait=value, --matplotlib=inline, ...) apply as in ipykernel; others get a warning."
+    a,extra = p.parse_known_args(argv)
+    setup_log(a.debug)
+    from .bridge import split_options
+    opts,unknown,junk = split_options(extra)
+    if junk: p.error(f"unrecognized arguments: {' '.join(junk)}")
+    for o in unknown: logging.getLogger('ipymini').warning("ignoring command-line option %s: not an IPython option", o)
     from .kernel import Kernel, KernelStartError, load_connection
     try:
         if a.connection_file: cfg,path = load_connection(a.connection_file),a.connection_file
         else: cfg,path = new_connection()
-        kernel = Kernel(cfg, path)
+        kernel = Kernel(cfg, path, opts)
     except KernelStartError as e: p.exit(1, f"ipymini: {e}\n")
     except OSError as e: p.exit(1, f"ipymini: cannot write connection file {e.filename}: {e.strerror}\n")
     if not a.connection_file: print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
     kernel.run()
+
+def setup_log(debug=False):
+    "The kernel's own log goes to the launcher's stderr through the 'ipymini' logger alone: the root logger stays the user's, as in ipykernel."
+    h = logging.StreamHandler(sys.__stderr__)
+    h.setFormatter(logging.Formatter("[ipymini %(levelname)s %(asctime)s] %(message)s"))
+    log = logging.getLogger('ipymini')
+    log.addHandler(h)
+    log.setLevel(logging.DEBUG if debug else logging.WARNING)
+    log.propagate = False
 
 def new_connection():
     "A fresh connection (random ports, new key) written to Jupyter's runtime dir, for `python -m ipymini` run by hand."

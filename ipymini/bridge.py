@@ -1,24 +1,35 @@
 """IPython behind the protocol: the shell subclass, display hooks, profile and config, and the execute/complete/inspect/history handlers."""
-import os, sys, math, contextlib, logging, threading
+import os, re, sys, math, contextlib, logging, threading, types
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.async_helpers import _asyncio_runner
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
 from IPython.core.autocall import ExitAutocall
-from IPython.core.application import BaseIPythonApplication
-from IPython.core.shellapp import InteractiveShellApp
+from IPython.core.application import BaseIPythonApplication, base_aliases, base_flags
+from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flags
 from IPython.core import page
 from IPython.utils.tokenutil import token_at_cursor, line_at_cursor
 from traitlets import Type, Any, default
 from traitlets.config import Config
-from .streams import get_parent, OutStream
+from .streams import get_parent, set_default_parent, current_parent, OutStream
 from .env import env_flag, env_float
 
 try: from IPython.core.completer import provisionalcompleter, rectify_completions
 except ImportError: provisionalcompleter = rectify_completions = None
 
-__all__ = ['MiniShell', 'make_shell', 'execute', 'complete', 'inspect', 'is_complete', 'history', 'env_flag', 'env_float', 'BadRequest']
+__all__ = ['ZMQInteractiveShell', 'IPKernelApp', 'make_shell', 'execute', 'complete', 'inspect', 'is_complete', 'history', 'env_flag', 'env_float', 'BadRequest']
 log = logging.getLogger('ipymini')
+
+SHIM = 'ipykernel.zmqshell'
+
+def ipykernel_module(name, **attrs):
+    """Put a module `name` holding `attrs` in sys.modules, unless one is there: libraries tell a notebook kernel by ipykernel's module
+    names (tqdm looks for 'ipykernel.zmqshell' in sys.modules) and import its comm class from 'ipykernel.comm'. The package
+    `ipykernel` itself is never faked: where it is installed, `import ipykernel` gives it."""
+    if name in sys.modules: return sys.modules[name]
+    mod = sys.modules[name] = types.ModuleType(name, f"ipymini's {', '.join(attrs)} under the name libraries import them by")
+    vars(mod).update(attrs)
+    return mod
 
 TYPES_KEY = '_jupyter_types_experimental'  # complete_reply metadata key for typed completions, as ipykernel names it
 
@@ -71,8 +82,9 @@ class KernelExitAutocall(ExitAutocall):
         self._ip.keepkernel_on_exit = keep_kernel
         self._ip.ask_exit()
 
-class MiniShell(InteractiveShell):
-    "An InteractiveShell that talks to a kernel's IOPub instead of a terminal."
+class ZMQInteractiveShell(InteractiveShell):
+    "An InteractiveShell that talks to a kernel's IOPub instead of a terminal; named as ipykernel's, whose name libraries look for."
+    __module__ = SHIM  # plotly, click and others recognise a notebook kernel by the shell's module (see `ipykernel_names`)
     displayhook_class = Type(MiniDisplayHook)
     display_pub_class = Type(MiniDisplayPublisher)
     kernel = Any(None)
@@ -81,6 +93,17 @@ class MiniShell(InteractiveShell):
     experimental_completions = True  # IPython's typed completion API; make_shell reads IPYMINI_EXPERIMENTAL_COMPLETIONS
     _last_traceback = None
     _error_in_displayhook = None  # the error content when formatting a cell's result failed
+
+    # ipykernel's parent API (ipywidgets' Output widget, libraries that print from threads): the request output belongs to
+    def get_parent(self): return get_parent()
+    def set_parent(self, parent):
+        "Make `parent` the request that output belongs to, here and for code running outside any request."
+        current_parent.set(parent)
+        set_default_parent(parent)
+    def set_thread_parent(self, parent):
+        "Make `parent` the request that output of this thread (this context) belongs to; returns the token for `reset_thread_parent`."
+        return current_parent.set(parent)
+    def reset_thread_parent(self, token): current_parent.reset(token)
 
     def init_virtualenv(self): pass  # the kernel runs in whatever environment launched it
     def init_io(self): pass  # sys.stdout/err are the kernel's streams already
@@ -123,18 +146,17 @@ class MiniShell(InteractiveShell):
     def enable_gui(self, gui=None):
         if gui not in (None, 'inline'): print(f"ipymini has no event loop integration for {gui!r}; use %matplotlib inline", file=sys.stderr)
 
-class MiniApp(BaseIPythonApplication, InteractiveShellApp):
-    "The IPython profile as ipykernel reads it: ipython_config.py, ipython_kernel_config.py, extensions, startup files, exec_lines."
+class IPKernelApp(BaseIPythonApplication, InteractiveShellApp):
+    """The IPython profile as ipykernel reads it: ipython_config.py, ipython_kernel_config.py, extensions, startup files, exec_lines,
+    and the options a launcher appends to the command line. Named as ipykernel's, so config written for ipykernel applies."""
     name = 'ipython-kernel'  # names the config file: ipython_kernel_config.py
-    ALIASES = dict(IPKernelApp='MiniApp', ZMQInteractiveShell='MiniShell')  # config written for ipykernel's classes applies to ours
+    aliases,flags = {**base_aliases, **shell_aliases},{**base_flags, **shell_flags}
+
+    @default('log')
+    def _log_default(self): return log  # the kernel's logger: the launcher's stderr, never a cell
 
     def init_crash_handler(self): pass  # a kernel's crash belongs in its log, not in a crash report
     def init_shell(self): pass
-
-    def load_config_file(self, *args, **kwargs):
-        super().load_config_file(*args, **kwargs)
-        extra = {ours: self.config[theirs] for theirs,ours in self.ALIASES.items() if theirs in self.config}
-        if extra: self.update_config(Config(extra))
 
     def start_shell(self, shell, kernel):
         "Run the profile's extensions and startup code in `shell`; what they print goes to IOPub without a parent, as in ipykernel."
@@ -146,28 +168,57 @@ class MiniApp(BaseIPythonApplication, InteractiveShellApp):
                 try: step()
                 except Exception: log.exception("IPython startup: %s failed", step.__name__)
 
-def load_app():
-    "The IPython profile and its config, or None (after a warning) when they cannot be loaded."
+OPTION_RE = re.compile(r'--([A-Za-z_][\w-]*(?:\.[A-Za-z_]\w*)*)(=.*)?$', re.S)
+
+def split_options(argv, aliases=IPKernelApp.aliases, flags=IPKernelApp.flags):
+    """The words of `argv` as (IPython options the app parses, options it does not know, words that are no option at all):
+    `--Class.trait=value` and `--Class.trait value` as traitlets reads them, its aliases (`--matplotlib=inline`) and flags."""
+    ok,unknown,junk,i = [],[],[],0
+    while i < len(argv):
+        a,m = argv[i],OPTION_RE.match(argv[i])
+        i += 1
+        if m is None: junk.append(a); continue
+        name,known = m.group(1),'.' in m.group(1) or m.group(1) in aliases or m.group(1) in flags
+        if not known: (unknown if m.group(2) else junk).append(a); continue
+        ok.append(a)
+        # `--name value`: a config option or an alias takes the next word as its value
+        if m.group(2) is None and name not in flags and i < len(argv) and not argv[i].startswith('-'): ok.append(argv[i]); i += 1
+    return ok,unknown,junk
+
+def load_app(argv=(), connection_file=None):
+    "The IPython profile and its config with the command line's IPython options `argv` applied, or None (after a warning) when they cannot be loaded."
     try:
-        app = MiniApp()
-        app.initialize([])
+        app = IPKernelApp()
+        app.initialize(list(argv))
+        # ipykernel's -f sets this: "'IPKernelApp' in get_ipython().config" is how many libraries tell a notebook kernel
+        app.config.IPKernelApp.connection_file = connection_file or ''
         return app
     except (Exception, SystemExit) as e:
         log.warning("cannot load the IPython profile or config (%s): starting without them", e)
 
-def make_shell(kernel, user_ns=None):
-    "Create the kernel's IPython shell, configured from the IPython profile as in ipykernel."
+def configured_classes(shell):
+    "Names of the classes whose config this kernel reads: those of the shell's configurables and their bases."
+    objs = [shell, *shell.configurables, shell.history_manager, shell.Completer, shell.display_formatter, *shell.display_formatter.formatters.values()]
+    return {c.__name__ for o in objs for c in type(o).__mro__}
+
+def make_shell(kernel, user_ns=None, argv=()):
+    "Create the kernel's IPython shell, configured from the IPython profile and the command line's options `argv` as in ipykernel."
     os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')
-    app = load_app()
-    try: shell = MiniShell.instance(parent=app, profile_dir=app and app.profile_dir, kernel=kernel, user_ns=user_ns)
+    app = load_app(argv, kernel.connection_file)
+    try: shell = ZMQInteractiveShell.instance(parent=app, profile_dir=app and app.profile_dir, kernel=kernel, user_ns=user_ns)
     except Exception as e:
         log.warning("IPython config rejected (%s): starting without it", e)
-        MiniShell.clear_instance()
-        app,shell = None,MiniShell.instance(kernel=kernel, user_ns=user_ns)
+        ZMQInteractiveShell.clear_instance()
+        app,shell = None,ZMQInteractiveShell.instance(kernel=kernel, user_ns=user_ns)
+    ipykernel_module(SHIM, ZMQInteractiveShell=ZMQInteractiveShell)
     jedi = env_flag('IPYMINI_USE_JEDI')
     if jedi is not None: shell.Completer.use_jedi = jedi
     shell.experimental_completions = provisionalcompleter is not None and env_flag('IPYMINI_EXPERIMENTAL_COMPLETIONS', True)
-    if app is not None: app.start_shell(shell, kernel)
+    if app is not None:
+        known = configured_classes(shell) | {'IPKernelApp'}
+        for sec,traits in app.cli_config.items():
+            for t in traits if sec not in known else (): log.warning("ignoring command-line option --%s.%s: this kernel has no %s", sec, t, sec)
+        app.start_shell(shell, kernel)
     batch_history(shell, kernel)
     return shell
 
@@ -271,7 +322,10 @@ def history(hm, content):
     # the current session's inputs are read from memory; tail and search write IPython's pending cache to the database first
     # (under its lock), and its sqlite connection is opened with check_same_thread=False for use from this thread
     if kind == 'tail': hist = hm.get_tail(10 if content.get('n') is None else content['n'], raw=raw, output=output, include_latest=True)
-    elif kind == 'range': hist = hm.get_range(content.get('session', 0), content.get('start', 0), content.get('stop'), raw=raw, output=output)
+    elif kind == 'range':
+        session = content.get('session', 0)
+        # IPython numbers the current session's rows 0 whatever number it was asked by: they carry the number asked for
+        hist = [(session if s == 0 else s, *rest) for s,*rest in hm.get_range(session, content.get('start', 0), content.get('stop'), raw=raw, output=output)]
     elif kind == 'search': hist = hm.search(content.get('pattern', '*'), raw=raw, output=output, n=content.get('n'), unique=content.get('unique', False))
     else: hist = []
     return dict(status='ok', history=list(hist))

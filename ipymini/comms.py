@@ -3,6 +3,7 @@ import logging
 import comm
 from comm.base_comm import BaseComm, CommManager
 from .streams import get_parent
+from . import bridge
 
 __all__ = ['Comm', 'Manager', 'setup']
 log = logging.getLogger('ipymini')
@@ -53,5 +54,5 @@ def setup(kernel):
     comm.get_comm_manager = lambda: mgr
     kernel.queued_handlers.update(comm_open=mgr.on_open, comm_msg=mgr.on_msg, comm_close=mgr.on_close)
     kernel.shell_handlers['comm_info_request'] = mgr.info
-    # ipywidgets' Output widget asks the kernel which request is current
-    if not hasattr(kernel, 'get_parent'): kernel.get_parent = get_parent
+    # bokeh and matplotlib's nbagg import the comm class from ipykernel
+    bridge.ipykernel_module('ipykernel.comm', Comm=Comm, CommManager=Manager)

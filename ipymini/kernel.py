@@ -1,13 +1,14 @@
 """The kernel: binds the sockets, owns the threads, and routes each message to its handler."""
-import _thread, asyncio, contextlib, importlib, json, logging, os, signal, sys, threading, time, traceback, types
+import _thread, asyncio, contextlib, importlib, itertools, json, logging, os, signal, sys, threading, time, traceback, types
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION, MAX_FRAME
 from .channels import Channel, Loop, defer_wakes, wake_deferred
 from .iopub import IOPub
 from . import iopub
-from .streams import OutStream, current_parent, set_default_parent
+from .streams import OutStream, current_parent, set_default_parent, get_parent
 from .subshells import Subshell, not_found
+from .stdin import DebuggerInterrupted
 from . import bridge, lifecycle, subshells
 from .env import env_float
 
@@ -28,6 +29,8 @@ def user_tb(tb):
     "`tb` without its trailing frames that hide themselves (the signal handler, input()), each entry with a line number."
     entries = []
     while tb is not None: entries,tb = entries + [tb],tb.tb_next
+    # an interrupt in a debugger's prompt: the user's frames end where the debugger's trace function was called
+    entries = list(itertools.takewhile(lambda t: t.tb_frame.f_globals.get('__name__') != 'bdb', entries)) or entries
     while len(entries) > 1 and entries[-1].tb_frame.f_locals.get('__tracebackhide__'): entries.pop()
     out = None
     for t in reversed(entries):
@@ -101,8 +104,9 @@ def check_content(msg):
 
 class Kernel:
     "One kernel process: sockets bound from a connection file, a thread per socket, IPython on the main thread."
-    def __init__(self, cfg, connection_file=None):
-        self.cfg,self.connection_file = cfg,connection_file
+    def __init__(self, cfg, connection_file=None, argv=()):
+        "`argv`: IPython options from the command line (`--Class.trait=value`, as launchers append them), applied to IPython's config."
+        self.cfg,self.connection_file,self.argv = cfg,connection_file,argv
         try: self.wire = Wire(cfg.get('key', ''), cfg.get('signature_scheme', 'hmac-sha256'))
         except ValueError as e: raise KernelStartError(str(e)) from None
         self.ctx = zmq.Context()
@@ -124,6 +128,7 @@ class Kernel:
         self.stdin_handlers = {}  # msg_type -> fn(msg), on the stdin thread
         self.features = []  # kernel_info supported_features, added by the parts that provide them
         self.debugger_enabled = False
+        self.control_parent = None  # the latest control request, for `get_parent('control')`
         self.stopping = self.tearing_down = False
         if connection_file and any(not cfg.get(p) for p in PORTS): self._write_connection_file()
 
@@ -153,7 +158,10 @@ class Kernel:
         return sock
 
     def _write_connection_file(self):
-        with open(self.connection_file, 'w') as f: json.dump(self.cfg, f, indent=2)
+        "The connection file with the ports bound, readable by its owner only (it holds the key), as jupyter_client writes it."
+        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise
+        with open(fd, 'w') as f: json.dump(self.cfg, f, indent=2)
 
     # ---- sending ----
     def reply(self, ch, msg, content, msg_type=None, metadata=None):
@@ -212,7 +220,7 @@ class Kernel:
     def on_control(self, frames):
         msg = self.parse(frames, self.control_ch)
         if msg is None: return
-        t = msg['msg_type']
+        t,self.control_parent = msg['msg_type'],msg
         if t not in self.control_handlers and not t.endswith('_request'): return log.warning("control: dropped unknown message type %r", t)
         self.run_handler(self.control_ch, msg, self.control_handlers.get(t))
 
@@ -277,6 +285,10 @@ class Kernel:
             language_info=dict(name='python', version=sys.version.split()[0], mimetype='text/x-python',
                 codemirror_mode=dict(name='ipython', version=3), pygments_lexer='ipython3', nbconvert_exporter='python', file_extension='.py'),
             banner=self.shell.banner, help_links=HELP_LINKS, debugger=self.debugger_enabled, supported_features=list(self.features))
+
+    def get_parent(self, channel='shell'):
+        "ipykernel's API: the request current on `channel` (on 'shell': the one that output here and now belongs to)."
+        return self.control_parent if channel == 'control' else get_parent()
 
     def connect_info(self, msg): return dict(status='ok', **{p: self.cfg[p] for p in PORTS})
     def on_complete(self, msg): return bridge.complete(self.shell, msg['content'])
@@ -362,17 +374,22 @@ class Kernel:
 
     def report_interrupts(self):
         "Have IPython report interrupts and cancelled cells through `_show_interrupt`, unless the user set exception handlers of their own."
-        if not self.shell.custom_exceptions: self.shell.set_custom_exc((KeyboardInterrupt, asyncio.CancelledError), self._show_interrupt)
+        if not self.shell.custom_exceptions: self.shell.set_custom_exc((KeyboardInterrupt, asyncio.CancelledError, DebuggerInterrupted), self._show_interrupt)
 
     def _show_interrupt(self, shell, etype, value, tb, tb_offset=None):
         "IPython's handler for these exceptions out of user code: an interrupt shows as a KeyboardInterrupt in the user's frames."
         if etype is KeyboardInterrupt: return show_tb(shell, etype, value, user_tb(tb), tb_offset)
+        if issubclass(etype, DebuggerInterrupted): return self._as_interrupt(shell, tb, tb_offset)
         try: task = asyncio.current_task()
         except RuntimeError: task = None
         # a CancelledError is the interrupt only when `cancel_cell` asked for it; IPython caught it inside the user's code
         if task not in self.cancelled_cells: return show_tb(shell, etype, value, tb, tb_offset)
         self.cancelled_cells.discard(task)
         if task.cancelling(): task.uncancel()
+        self._as_interrupt(shell, tb, tb_offset)
+
+    def _as_interrupt(self, shell, tb, tb_offset=None):
+        "Report the cell's exception as the KeyboardInterrupt that caused it, in the user's frames."
         show_tb(shell, KeyboardInterrupt, KeyboardInterrupt(), user_tb(tb), tb_offset)
         if shell.displayhook.exec_result is not None: shell.displayhook.exec_result.error_in_exec = KeyboardInterrupt()
 
@@ -424,7 +441,7 @@ class Kernel:
         self.stop_on_error_timeout = env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)
         self.iopub.start()
         threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
-        self.shell = bridge.make_shell(self)
+        self.shell = bridge.make_shell(self, argv=self.argv)
         sys.stdout,sys.stderr = OutStream('stdout', self.iopub, 1),OutStream('stderr', self.iopub, 2)
         sys.displayhook = self.shell.displayhook
         self.parent_subshell = Subshell(self, None, self.loop)

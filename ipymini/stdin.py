@@ -1,10 +1,22 @@
 """stdin: `input()` and `getpass()` ask the front end with `input_request` and wait for its `input_reply`."""
-import builtins, getpass, logging, sys, threading
+import bdb, builtins, getpass, logging, sys, threading
 from IPython.core.error import StdinNotImplementedError
 from .streams import get_parent
 
 __all__ = ['Stdin', 'setup']
 log = logging.getLogger('ipymini')
+
+class DebuggerInterrupted(bdb.BdbQuit):
+    "An interrupt while a debugger (pdb, breakpoint()) waits for a command: it ends the cell, reported as a KeyboardInterrupt."
+
+def interrupted():
+    """The exception for an interrupted input(). A debugger asking for its next command catches KeyboardInterrupt and asks again, so
+    the cell would never end: the debugger quits instead, and the cell ends with the interrupt."""
+    f = sys._getframe(2)
+    while f is not None and not isinstance(f.f_locals.get('self'), bdb.Bdb): f = f.f_back
+    if f is None: return KeyboardInterrupt("Interrupted by user")
+    f.f_locals['self'].set_quit()
+    return DebuggerInterrupted("Interrupted by user")
 
 class Waiter:
     "One pending input_request: the thread asking blocks on `event` until a reply or an interrupt sets it."
@@ -32,9 +44,9 @@ class Stdin:
         k.stdin_ch.send(k.wire.serialize('input_request', dict(prompt=str(prompt), password=bool(password)), parent,
                                          idents=parent.get('idents', ()), header=hdr))
         try: w.event.wait()
-        except KeyboardInterrupt: raise KeyboardInterrupt("Interrupted by user") from None
+        except KeyboardInterrupt: raise interrupted() from None
         finally: self.pending.pop(hdr['msg_id'], None)
-        if w.interrupted: raise KeyboardInterrupt("Interrupted by user")
+        if w.interrupted: raise interrupted()
         if w.value == '\x04': raise EOFError
         return w.value
 

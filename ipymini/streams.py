@@ -32,7 +32,7 @@ class OutStream(io.TextIOBase):
     @property
     def name(self): return self._name
     @property
-    def encoding(self): return 'utf-8'
+    def encoding(self): return 'UTF-8'
     @property
     def errors(self): return 'strict'
 
@@ -168,9 +168,18 @@ def _keep_logs_off_fd2():
         except (AttributeError, OSError, ValueError): continue
         if fd in (1, 2): h.setStream(open(os.dup(fd), 'w', buffering=1, encoding='utf-8', errors='replace'))
 
+def _child_streams():
+    """In a forked child (multiprocessing's default on Linux, os.fork): no IOPub thread runs there, so sys.stdout and sys.stderr write
+    straight to fds 1 and 2, a line at a time as on a terminal: captured, those reach the cell running in the kernel."""
+    for name,fd in (('stdout', 1), ('stderr', 2)):
+        if isinstance(getattr(sys, name), OutStream):
+            try: setattr(sys, name, io.TextIOWrapper(io.FileIO(fd, 'w', closefd=False), encoding='utf-8', errors='replace', line_buffering=True))
+            except OSError: pass  # that fd is closed: leave the stream as it was
+
 def setup(kernel):
-    "Threads inherit the cell's context; fds 1/2 are captured (unless IPYMINI_CAPTURE_FD=0) and drained before each execute's idle."
+    "Threads inherit the cell's context; forked children write to the fds; fds 1/2 are captured (unless IPYMINI_CAPTURE_FD=0) and drained before each execute's idle."
     inherit_context()
+    os.register_at_fork(after_in_child=_child_streams)
     if not env_flag('IPYMINI_CAPTURE_FD', True): return
     _keep_logs_off_fd2()
     cap = kernel.fd_capture = FdCapture(kernel.iopub)
