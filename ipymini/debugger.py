@@ -28,7 +28,8 @@ def murmur2(data: bytes, seed: int) -> int:
 def tmp_prefix():
     "The folder of this kernel's cell files, with a trailing separator (tempfile loads only when a cell first needs it)."
     import tempfile
-    return os.path.join(tempfile.gettempdir(), f'ipymini_{os.getpid()}') + os.sep
+    # named as ipykernel names it: JupyterLab shows a source as `Cell [n]` only if its path contains `ipykernel_`
+    return os.path.join(tempfile.gettempdir(), f'ipykernel_{os.getpid()}') + os.sep
 
 @functools.cache
 def make_tmp_dir():
@@ -49,11 +50,11 @@ def hide_thread(t):
 HIDDEN_RE = re.compile(r'^(__.*__|_+|_i+|_i?\d+|_[oid]h)$')  # dunders and IPython's output/input history names
 
 class DAPClient:
-    "One Debug Adapter Protocol connection: `send` a request, `wait` for its response; events go to `on_event`."
-    def __init__(self, host, port, on_event):
+    "One Debug Adapter Protocol connection: `send` a request, `wait` for its response; events go to `on_event`, responses first to `on_response`."
+    def __init__(self, host, port, on_event, on_response=None):
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.sock.settimeout(None)
-        self.on_event,self.lock,self.seqs = on_event,threading.Lock(),itertools.count(1)
+        self.on_event,self.on_response,self.lock,self.seqs = on_event,on_response,threading.Lock(),itertools.count(1)
         self.waiting,self.closed = {},False
         t = threading.Thread(target=self._read, name='ipymini-debugpy', daemon=True)
         hide_thread(t)
@@ -100,12 +101,12 @@ class DAPClient:
             for ev,_ in list(self.waiting.values()): ev.set()
 
     def _dispatch(self, msg):
-        if msg.get('type') == 'response':
-            slot = self.waiting.get(msg.get('request_seq'))
-            if slot: slot[1] = msg; slot[0].set()
-        elif msg.get('type') == 'event':
-            try: self.on_event(msg)
-            except Exception: log.exception("error handling debug event %s", msg.get('event'))
+        kind = msg.get('type')
+        handler = self.on_event if kind == 'event' else self.on_response if kind == 'response' else None
+        if handler:
+            try: handler(msg)
+            except Exception: log.exception("error handling debug %s %s", kind, msg.get('event') or msg.get('command'))
+        if kind == 'response' and (slot := self.waiting.get(msg.get('request_seq'))): slot[1] = msg; slot[0].set()
 
     def close(self):
         self.closed = True
@@ -204,8 +205,13 @@ class Debugger:
         rep = dict(self.client.request(command or req['command'], req['arguments'] if arguments is None else arguments))
         rep['request_seq'] = req['seq']
         if command: rep['command'] = req['command']
-        if rep.get('success') and req['command'] in ('continue', 'next', 'stepIn', 'stepOut'): self.stopped.clear()
         return rep
+
+    # `stopped` follows debugpy's messages in the order it sent them, on the reader thread: a step's response may come after
+    # the step's `stopped` event, so clearing on the control thread once a response is in would forget a thread stopped again
+    def on_response(self, rep):
+        "A continue resumes every stopped thread, and debugpy sends no `continued` event for it (it does for a step)."
+        if rep.get('command') == 'continue' and rep.get('success'): self.stopped.clear()
 
     def on_event(self, event):
         "On the reader thread: keep track of stopped threads, then publish the event."
@@ -278,7 +284,7 @@ class Debugger:
         self._hook_sigint()
         make_tmp_dir()
         self.initialized.clear()
-        self.client = DAPClient(host, port, self.on_event)
+        self.client = DAPClient(host, port, self.on_event, self.on_response)
         rep = self.forward(req)
         if not rep.get('success'):
             self.client.close()

@@ -1,11 +1,14 @@
 """The debugger: DAP in debug_request/debug_reply on control, debug_event on IOPub, breakpoints in dumped cells."""
-import os, time, queue, pytest
-from kernel_utils import TIMEOUT, get_reply, types, stdout
+import os, time, queue, tempfile, contextlib, pytest
+from jupyter_client.manager import KernelManager
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from kernel_utils import TIMEOUT, get_reply, types, stdout, start_kernel
 import ipymini.kernel
 from ipymini.debugger import murmur2
 
 SEED = 0xC70F6907
 CELL = "def f(x):\n    y = x * 2\n    return y + 1\nprint(f(20))\n"
+FUNC = "def f(x):\n    y = x * 2\n    z = y + 1\n    return z\nprint(f(20))\n"
 
 class Debug:
     "A debugger front end on one kernel: DAP requests on control; every IOPub message is kept until a wait takes it."
@@ -97,12 +100,13 @@ def test_kernel_info_advertises_debugger(dbg):
     c = get_reply(dbg.kc, msg['header']['msg_id'])['content']
     assert c['debugger'] is True and 'debugger' in c['supported_features']
 
-def test_debug_info_before_start(dbg):
+def test_debug_info_before_start(kernel, dbg):
     info = dbg.ok('debugInfo')
     prefix = info.pop('tmpFilePrefix')
     assert info == dict(isStarted=False, hashMethod='Murmur2', hashSeed=SEED, tmpFileSuffix='.py', breakpoints=[], stoppedThreads=[],
                         richRendering=True, exceptionPaths=['Python Exceptions'], copyToGlobals=True)
-    assert os.path.isabs(prefix) and prefix.endswith(os.sep)
+    # JupyterLab names a source `Cell [n]` only when its path contains `ipykernel_`: the folder is named as ipykernel names its own
+    assert prefix == os.path.join(tempfile.gettempdir(), f'ipykernel_{kernel[0].provisioner.process.pid}') + os.sep
     for cmd in ('stackTrace', 'setBreakpoints', 'attach', 'continue'):
         rep = dbg.request(cmd, threadId=1)
         assert rep['success'] is False and 'not started' in rep['message']
@@ -124,6 +128,61 @@ def test_dump_cell_and_source(dbg):
     rep = dbg.request('source', source=dict(path=prefix + 'missing.py'), sourceReference=0)
     assert rep['success'] is False and 'unavailable' in rep['message']
     assert dbg.request('dumpCell', code=3)['success'] is False
+
+@contextlib.contextmanager
+def ipykernel_manager():
+    "ipykernel (kernelspec python3) started as front ends start it, to compare with."
+    try: KernelSpecManager().get_kernel_spec('python3')
+    except NoSuchKernel: pytest.skip("ipykernel's kernelspec python3 is not installed")
+    km = KernelManager(kernel_name='python3')
+    km.start_kernel()
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=TIMEOUT)
+        yield km,kc
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+
+def test_cell_files_named_as_ipykernel_names_them(kernel, dbg):
+    "debugInfo's file scheme is ipykernel's with the kernel's own pid: a cell's file is the same path but for the pid."
+    def scheme(km, info):
+        pid = str(km.provisioner.process.pid)
+        return {k: v.replace(pid, 'PID') if k == 'tmpFilePrefix' else v for k,v in info.items() if k.startswith(('tmp', 'hash'))}
+    mine = scheme(kernel[0], dbg.ok('debugInfo'))
+    with ipykernel_manager() as (km,kc): theirs = scheme(km, Debug(kc).ok('debugInfo'))
+    assert mine == theirs
+    assert dbg.ok('dumpCell', code=CELL)['sourcePath'] == mine['tmpFilePrefix'].replace('PID', str(kernel[0].provisioner.process.pid)) + f"{murmur2(CELL.encode(), SEED)}.py"
+
+def test_edited_cell_gets_its_own_file(started):
+    "A breakpoint is set on the file of the code as it is now: an edited cell stops there, the older version's file stays as it was."
+    old,new = CELL,CELL.replace('y + 1', 'y + 2')
+    old_path = started.ok('dumpCell', code=old)['sourcePath']
+    mid,path,tid = started.stop_at(new, [3])
+    assert path != old_path and [(f['line'], f['source']['path']) for f in started.frames(tid)] == [(3, path), (4, path)]
+    with open(old_path, encoding='utf-8') as f: assert f.read() == old
+    started.clear(path)
+    started.ok('continue', threadId=tid)
+    reply,io = started.finish(mid)
+    assert reply['status'] == 'ok' and stdout(io) == '42\n'
+
+def test_breakpoints_after_a_restart():
+    "A restarted kernel is a new process: its cell files move to its own folder, and a breakpoint set there is hit."
+    with start_kernel() as (km,kc):
+        dbg = Debug(kc)
+        before = dbg.ok('debugInfo')['tmpFilePrefix']
+        km.restart_kernel(now=True)
+        kc.wait_for_ready(timeout=TIMEOUT)
+        prefix = dbg.ok('debugInfo')['tmpFilePrefix']
+        assert prefix == os.path.join(tempfile.gettempdir(), f'ipykernel_{km.provisioner.process.pid}') + os.sep != before
+        dbg.start()
+        mid,path,tid = dbg.stop_at(CELL, [2])
+        assert path.startswith(prefix) and dbg.frames(tid)[0]['line'] == 2
+        dbg.clear(path)
+        dbg.ok('continue', threadId=tid)
+        reply,io = dbg.finish(mid)
+        assert reply['status'] == 'ok' and stdout(io) == '41\n'
 
 def test_initialize_attach_configuration_done(started):
     assert started.ok('debugInfo')['isStarted'] is True
@@ -191,6 +250,80 @@ def test_next_step_in_step_out(started):
     started.ok('continue', threadId=tid)
     reply,io = started.finish(mid)
     assert reply['status'] == 'ok' and stdout(io) == '41\n'
+
+def var(name, value, type_, ref=0): return dict(name=name, value=value, type=type_, evaluateName=name, variablesReference=ref)
+
+def lab_stop(dbg, tid, path, stack):
+    "What JupyterLab asks on each `stopped` event: the stack, the top frame's scopes, their Locals. Returns (top frame id, Locals)."
+    frames = dbg.frames(tid)
+    assert [(f['name'], f['line'], f['source']['path']) for f in frames] == [(n, l, path) for n,l in stack]
+    scopes = dbg.ok('scopes', frameId=frames[0]['id'])['scopes']
+    assert [(s['name'], s.get('presentationHint')) for s in scopes] == [('Locals', 'locals'), ('Globals', None)]
+    return frames[0]['id'],dbg.ok('variables', variablesReference=scopes[0]['variablesReference'])['variables']
+
+def lab_step(dbg, cmd, tid):
+    "A step as JupyterLab sees it: an empty reply, a `continued` event, then a `stopped` event."
+    assert dbg.ok(cmd, threadId=tid) == {}
+    assert dbg.event('continued')['body'] == dict(threadId=tid, allThreadsContinued=True)
+    assert dbg.event('stopped')['body'] == dict(reason='step', threadId=tid, preserveFocusHint=False, allThreadsStopped=True)
+
+def lab_flow(dbg):
+    "Breakpoint on line 2 of a function; stepIn, next, rich inspection and copyToGlobals of a local, stepOut, continue."
+    mid,path,tid = dbg.stop_at(FUNC, [2])
+    assert lab_stop(dbg, tid, path, [('f', 2), ('<module>', 5)])[1] == [var('x', '20', 'int')]
+    lab_step(dbg, 'stepIn', tid)  # nothing to step into on `y = x * 2`: the next line
+    assert lab_stop(dbg, tid, path, [('f', 3), ('<module>', 5)])[1] == [var('x', '20', 'int'), var('y', '40', 'int')]
+    lab_step(dbg, 'next', tid)
+    fid,local = lab_stop(dbg, tid, path, [('f', 4), ('<module>', 5)])
+    assert local == [var('x', '20', 'int'), var('y', '40', 'int'), var('z', '41', 'int')]
+    assert dbg.ok('debugInfo')['stoppedThreads'] == [tid]
+    assert dbg.ok('richInspectVariables', variableName='z', frameId=fid) == dict(data={'text/plain': '41'}, metadata={})
+    assert dbg.ok('copyToGlobals', srcVariableName='z', dstVariableName='z_copy', srcFrameId=fid) == dict(
+        value='41', type='int', presentationHint={}, variablesReference=0)
+    lab_step(dbg, 'stepOut', tid)
+    assert var('z_copy', '41', 'int') in lab_stop(dbg, tid, path, [('<module>', 5)])[1]
+    dbg.clear(path)
+    assert dbg.ok('continue', threadId=tid) == dict(allThreadsContinued=True)
+    reply,io = dbg.finish(mid)
+    assert reply['status'] == 'ok' and stdout(io) == '41\n'
+    assert dbg.ok('debugInfo')['stoppedThreads'] == []
+    reply,io = dbg.finish(dbg.execute('print(z_copy)'))
+    assert stdout(io) == '41\n'
+
+def test_jupyterlab_stepping_flow(started): lab_flow(started)
+
+# Runs in the kernel before its debug session: each step's reply is handed to the control thread only after debugpy's
+# `stopped` event for that step was handled, an order debugpy may send them in (it resumes the thread before it answers)
+HOLD_STEP_REPLIES = """
+def _hold_step_replies():
+    import threading, ipymini.debugger as D
+    stopped,steps = threading.Event(),set()
+    send,wait,on_event = D.DAPClient.send,D.DAPClient.wait,D.Debugger.on_event
+    def held_send(self, command, arguments=None, answer=True):
+        step = command in ('stepIn', 'next', 'stepOut')
+        if step: stopped.clear()
+        seq = send(self, command, arguments, answer)
+        if step: steps.add(seq)
+        return seq
+    def held_wait(self, seq, timeout=D.TIMEOUT):
+        rep = wait(self, seq, timeout)
+        if seq in steps: stopped.wait(timeout)
+        return rep
+    def seen(self, event):
+        on_event(self, event)
+        if event.get('event') == 'stopped': stopped.set()
+    D.DAPClient.send,D.DAPClient.wait,D.Debugger.on_event = held_send,held_wait,seen
+_hold_step_replies()
+"""
+
+def test_stepping_flow_when_the_stop_comes_before_the_step_reply():
+    "A thread stopped again before its step's reply is in is still stopped: its Locals come from debugpy, not the namespace."
+    with start_kernel() as (km,kc):
+        dbg = Debug(kc)
+        reply,_ = dbg.finish(dbg.execute(HOLD_STEP_REPLIES))
+        assert reply['status'] == 'ok'
+        dbg.start()
+        lab_flow(dbg)
 
 def test_pause_then_evaluate_to_end_a_loop(started):
     code = "import time\nstop = False\nprint('looping')\nwhile not stop:\n    time.sleep(0.01)\nprint('left the loop')\n"
