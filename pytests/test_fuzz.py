@@ -6,7 +6,7 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 from jupyter_client.session import Session
 from kernel_utils import start_kernel, execute, TIMEOUT
 
-pytestmark = pytest.mark.slow  # thousands of frames: about a minute
+pytestmark = pytest.mark.slow  # thousands of frames at one kernel
 
 MARKER = f"_pwned_{uuid.uuid4().hex}"
 MARK_CODE = f"globals()['{MARKER}'] = 1; open('/tmp/{MARKER}', 'w').close()"
