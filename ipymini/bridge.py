@@ -144,7 +144,12 @@ class ZMQInteractiveShell(InteractiveShell):
         self.payload_manager.write_payload(dict(source='ask_exit', keepkernel=self.keepkernel_on_exit))
 
     def enable_gui(self, gui=None):
-        if gui not in (None, 'inline'): print(f"ipymini has no event loop integration for {gui!r}; use %matplotlib inline", file=sys.stderr)
+        "`%gui`, `%matplotlib`: run toolkit `gui`'s event loop while the kernel waits; None, or a backend drawn by the front end, turns it off."
+        from IPython.core.error import UsageError
+        from .eventloops import enable_gui
+        try: enable_gui(self.kernel.loop, gui)
+        except ValueError as e: raise UsageError(str(e)) from None
+        self.active_eventloop = gui
 
 class IPKernelApp(BaseIPythonApplication, InteractiveShellApp):
     """The IPython profile as ipykernel reads it: ipython_config.py, ipython_kernel_config.py, extensions, startup files, exec_lines,

@@ -81,7 +81,7 @@ class Stdin:
     def input(self, prompt=''):
         "`input` for user code: the front end is asked for the line."
         __tracebackhide__ = True
-        return self.request(prompt, caller='input')
+        return self.request(prompt, caller='raw_input')
 
     def getpass(self, prompt='Password: ', stream=None):
         "`getpass.getpass` for user code: the front end is asked for a hidden value."

@@ -1,0 +1,124 @@
+"""GUI event loops: with `%gui qt` / `%gui tk`, a toolkit's timers fire between cells while the kernel answers every request."""
+import os, shutil, subprocess, time, pytest, psutil
+from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, wait_stream, collect, send, request, stdout,
+                          outputs, TIMEOUT)
+
+QT = dict(QT_QPA_PLATFORM='offscreen')
+
+# a toolkit timer every 2 ms counting `ticks`; it prints 'reached N' (to the latest cell) once `ticks` reaches `watch`
+TICK = """
+ticks,watch = 0,5
+def tick():
+    global ticks, watch
+    ticks += 1
+    if watch is not None and ticks >= watch:
+        print('reached', watch)
+        watch = None
+"""
+TICKERS = dict(qt=TICK + "from PyQt6.QtCore import QTimer\ntimer = QTimer()\ntimer.timeout.connect(tick)\ntimer.start(2)",
+               tk=TICK.replace("ticks += 1", "ticks += 1\n    root.after(2, tick)") +
+                  "import tkinter\nroot = tkinter.Tk()\ntkinter.Label(root, text='ipymini').pack()\nroot.after(2, tick)")
+
+def ok(kc, code, **kw):
+    "Run `code`, assert it succeeded; its IOPub messages."
+    reply,msgs = execute(kc, code, **kw)
+    assert reply['content']['status'] == 'ok', reply['content']
+    return msgs
+
+def ticks_between_cells(kc, code):
+    "Run `code` (which sets `watch`); the timer reaches it after the cell's idle, printing to that cell."
+    mid = kc.execute(code)
+    assert get_reply(kc, mid)['content']['status'] == 'ok'
+    assert 'reached' not in stdout(iopub_until_idle(kc, mid))  # no toolkit loop runs while a cell does
+    wait_stream(kc, mid, 'reached')
+
+def check_loop(kc, gui):
+    "The toolkit's timer fires between cells, through a burst of requests, interrupts of sync, async and no cells."
+    ok(kc, f'%gui {gui}')
+    ticks_between_cells(kc, TICKERS[gui])
+    ids = [send(kc, None, f'x = {i}') for i in range(50)] + [kc.complete('import o'), kc.kernel_info()]
+    replies,_ = collect(kc, ids)
+    assert [replies[i]['content']['status'] for i in ids] == ['ok'] * len(ids)
+    assert 'os' in replies[ids[-2]]['content']['matches']
+    ticks_between_cells(kc, 'watch = ticks + 5')
+    for code in ('import asyncio\nprint("waiting", flush=True)\nawait asyncio.sleep(60)', 'import time\nprint("waiting", flush=True)\ntime.sleep(60)'):
+        mid = kc.execute(code)
+        wait_stream(kc, mid, 'waiting')
+        assert interrupt(kc)['content']['status'] == 'ok'
+        reply = get_reply(kc, mid)['content']
+        assert (reply['status'],reply['ename']) == ('error', 'KeyboardInterrupt')
+        iopub_until_idle(kc, mid)
+    assert interrupt(kc)['content']['status'] == 'ok'  # with no cell running: the toolkit's loop is waiting
+    ticks_between_cells(kc, 'watch = ticks + 5')
+
+def check_shutdown(km, kc):
+    "shutdown_request reaches a kernel waiting in a toolkit's loop; the process exits cleanly."
+    proc = km.provisioner.process
+    reply,_ = request(kc, 'shutdown_request', channel='control', restart=False)
+    assert reply['content'] == dict(status='ok', restart=False)
+    assert proc.wait(TIMEOUT) == 0
+
+def test_qt_timer_fires_between_cells():
+    with start_kernel(env=QT) as (km,kc):
+        check_loop(kc, 'qt')
+        ok(kc, '%gui qt')  # again: no change
+        msgs = ok(kc, '%matplotlib qt\nimport matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)')
+        assert 'FigureManagerQT qt' in stdout(msgs)
+        ok(kc, 'plt.close(fig)')
+        check_shutdown(km, kc)
+
+def test_gui_off_and_errors(kc):
+    "`%gui` turns the loop off; front-end backends need none; an unknown toolkit or a missing one is one UsageError line."
+    for line in ('%gui asyncio', '%gui', '%matplotlib inline', '%gui inline'): assert outputs(ok(kc, line)) == []
+    for line,evalue in [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"),
+                        ('%gui nonsense', "unknown GUI 'nonsense'; use one of gtk, gtk3, gtk4, qt, qt5, qt6, tk, wx, or, for no event loop, "
+                                          "agg, asyncio, inline, ipympl, nbagg, notebook, webagg, widget")]:
+        reply,msgs = execute(kc, line)
+        assert (reply['content']['status'],reply['content']['ename'],reply['content']['evalue']) == ('error', 'UsageError', evalue)
+        assert [(m['msg_type'], m['content']) for m in outputs(msgs)] == [('stream', dict(name='stderr', text=f'UsageError: {evalue}\n'))]
+
+@pytest.fixture(scope='module')
+def display():
+    "An Xvfb display for Tk (on the first free display number, which Xvfb reports when it is ready)."
+    xvfb = shutil.which('Xvfb')
+    if xvfb is None:
+        if os.environ.get('CI'): pytest.fail("Xvfb missing: apt-get install -y xvfb", pytrace=False)
+        pytest.skip("Xvfb is not installed (apt-get install xvfb)")
+    r,w = os.pipe()
+    proc = subprocess.Popen([xvfb, '-displayfd', str(w), '-screen', '0', '640x480x24', '-nolisten', 'tcp'], pass_fds=(w,),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(w)
+    with os.fdopen(r) as f: num = f.readline().strip()
+    assert num, "Xvfb exited without a display"
+    try: yield f':{num}'
+    finally:
+        proc.terminate()
+        proc.wait(TIMEOUT)
+
+def test_tk_timer_fires_between_cells(display):
+    with start_kernel(env=dict(DISPLAY=display)) as (km,kc):
+        check_loop(kc, 'tk')
+        msgs = ok(kc, '%matplotlib tk\nimport matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)')
+        assert 'FigureManagerTk tk' in stdout(msgs)
+        ok(kc, 'plt.close(fig)')
+        check_shutdown(km, kc)
+
+def idle_cpu(km, seconds=10):
+    "CPU seconds the kernel process uses over `seconds` of waiting (the measurement is the wait)."
+    p = psutil.Process(km.provisioner.process.pid)
+    before = p.cpu_times()
+    time.sleep(seconds)
+    after = p.cpu_times()
+    return (after.user - before.user) + (after.system - before.system)
+
+@pytest.mark.slow
+@pytest.mark.parametrize('gui,bound', [(None, 0.001), ('qt', 0.02)])
+def test_idle_cpu(gui, bound):
+    "Idle, a kernel costs nothing; with %gui qt and no window, what Qt's own waiting costs (under 2% of a core)."
+    with start_kernel(env=QT) as (km,kc):
+        if gui: ok(kc, f'%gui {gui}', store_history=False)
+        ok(kc, 'pass', store_history=False)
+        kc.hb_channel.pause()
+        used = idle_cpu(km)
+        print(f"idle CPU {gui}: {used:.4f} s in 10 s")
+        assert used < bound * 10, f"{used:.3f} s of CPU in 10 s idle"
