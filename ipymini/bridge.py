@@ -227,6 +227,7 @@ def make_shell(kernel, user_ns=None, argv=()):
     batch_history(shell, kernel)
     return shell
 
+EXIT_GRACE = 1.  # seconds between `exit`'s reply and the kernel's stop
 HISTORY_DELAY = 0.5  # seconds after a cell before its input is written to the history database
 
 def batch_history(shell, kernel):
@@ -277,8 +278,9 @@ async def execute(shell, content, cell_id=None):
     reply['user_expressions'] = shell.user_expressions(exprs) if reply['status'] == 'ok' and isinstance(exprs, dict) else {}
     reply['payload'] = shell.payload_manager.read_payload()
     shell.payload_manager.clear_payload()
-    # `exit` ends the kernel as in ipykernel, once this cell's reply and idle are out (they follow on this loop step)
-    if shell.exit_now: shell.kernel.loop.call_soon(shell.kernel.request_stop)
+    # `exit` ends the kernel as in ipykernel, a moment after this cell's reply and idle: a front end that reads the reply only while
+    # the kernel lives (jupyter console) acts on its ask_exit payload first, and usually sends shutdown_request, which ends it sooner
+    if shell.exit_now: shell.kernel.loop.call_later(EXIT_GRACE, shell.kernel.request_stop)
     return reply
 
 def complete(shell, content):

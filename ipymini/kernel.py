@@ -112,6 +112,7 @@ class Kernel:
         self.ctx = zmq.Context()
         self.ctx.setsockopt(zmq.LINGER, 1000)
         types = dict(shell_port=zmq.ROUTER, control_port=zmq.ROUTER, stdin_port=zmq.ROUTER, iopub_port=zmq.XPUB, hb_port=zmq.ROUTER)
+        unbound = any(not cfg.get(p) for p in PORTS)  # ports to choose: the connection file then gets the ones bound
         socks = {p: self._bind(self.ctx.socket(types[p]), p) for p in PORTS}
         self.iopub = IOPub(socks['iopub_port'], self.wire)
         self.shell_ch = Channel('shell', socks['shell_port'], self.on_shell, defers=True)
@@ -129,8 +130,9 @@ class Kernel:
         self.features = []  # kernel_info supported_features, added by the parts that provide them
         self.debugger_enabled = False
         self.control_parent = None  # the latest control request, for `get_parent('control')`
+        self.debugger_quits = set()  # cells whose debugger prompt was interrupted: their error aborts nothing
         self.stopping = self.tearing_down = False
-        if connection_file and any(not cfg.get(p) for p in PORTS): self._write_connection_file()
+        if connection_file and unbound: self._write_connection_file()
 
     def _bind(self, sock, port):
         transport,ip = self.cfg.get('transport', 'tcp'),self.cfg.get('ip', '127.0.0.1')
@@ -158,10 +160,10 @@ class Kernel:
         return sock
 
     def _write_connection_file(self):
-        "The connection file with the ports bound, readable by its owner only (it holds the key), as jupyter_client writes it."
-        fd = os.open(self.connection_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.fchmod(fd, 0o600)  # a file that was there keeps its mode otherwise
-        with open(fd, 'w') as f: json.dump(self.cfg, f, indent=2)
+        "The connection file with the ports bound, readable by its owner only (it holds the key); replaced whole, so no reader sees half of it."
+        tmp = f"{self.connection_file}.{os.getpid()}.tmp"
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), 'w') as f: json.dump(self.cfg, f, indent=2)
+        os.replace(tmp, self.connection_file)
 
     # ---- sending ----
     def reply(self, ch, msg, content, msg_type=None, metadata=None):
@@ -276,7 +278,9 @@ class Kernel:
         md['status'] = reply['status']
         self.reply(self.shell_ch, msg, reply, metadata=md)
         # an error in a cell that unlocked the queue aborts nothing: the requests behind it are no longer waiting on it
-        if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent') and task not in sub.detached:
+        quit_debugger = task in self.debugger_quits
+        self.debugger_quits.discard(task)
+        if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent') and task not in sub.detached and not quit_debugger:
             sub.abort_queued(self.stop_on_error_timeout)
 
     # ---- shell and control handlers ----
@@ -379,7 +383,9 @@ class Kernel:
     def _show_interrupt(self, shell, etype, value, tb, tb_offset=None):
         "IPython's handler for these exceptions out of user code: an interrupt shows as a KeyboardInterrupt in the user's frames."
         if etype is KeyboardInterrupt: return show_tb(shell, etype, value, user_tb(tb), tb_offset)
-        if issubclass(etype, DebuggerInterrupted): return self._as_interrupt(shell, tb, tb_offset)
+        if issubclass(etype, DebuggerInterrupted):
+            with contextlib.suppress(RuntimeError): self.debugger_quits.add(asyncio.current_task())
+            return self._as_interrupt(shell, tb, tb_offset)
         try: task = asyncio.current_task()
         except RuntimeError: task = None
         # a CancelledError is the interrupt only when `cancel_cell` asked for it; IPython caught it inside the user's code

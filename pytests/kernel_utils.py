@@ -12,10 +12,10 @@ def check_kernelspec():
     except NoSuchKernel: raise RuntimeError(f"kernelspec {KERNEL_NAME!r} not installed: run `python -m ipymini install --sys-prefix`") from None
 
 @contextlib.contextmanager
-def start_kernel(env=None, cwd=None, **kw):
-    "A running kernel and a ready client, shut down afterwards."
-    check_kernelspec()
-    km = KernelManager(kernel_name=KERNEL_NAME)
+def start_kernel(env=None, cwd=None, kernel_name=None, **kw):
+    "A running kernel (ipymini, or the kernelspec `kernel_name`, e.g. ipykernel's python3) and a ready client, shut down afterwards."
+    if kernel_name is None: check_kernelspec()
+    km = KernelManager(kernel_name=kernel_name or KERNEL_NAME)
     kenv = {**os.environ, **(env or {})}
     km.start_kernel(env=kenv, cwd=cwd, **kw)
     kc = km.client()
