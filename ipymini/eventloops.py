@@ -23,11 +23,15 @@ class GuiSelector:
         if timeout is not None and timeout <= 0: return self.sel.select(timeout)
         ready = self.sel.select(0)
         if ready: return ready
+        hook = sys.excepthook  # IPython's own while a cell runs; Python's default between cells, under which PyQt aborts
+        if hook is sys.__excepthook__: sys.excepthook = _show_error
         try: self.gui.wait(timeout)
         except Exception:  # a toolkit that fails here would fail at every wait: the kernel goes on without it
             log.exception("%s event loop failed; turning it off", self.gui.name)
             self.gui.loop._selector = self.sel
             return self.sel.select(timeout)
+        finally:
+            if sys.excepthook is _show_error: sys.excepthook = hook
         return self.sel.select(0)
 
 def _fd(loop):
@@ -38,7 +42,7 @@ def _fd(loop):
 def _ms(timeout): return None if timeout is None else max(1, math.ceil(timeout * 1000))
 
 def _show_error(etype, value, tb):
-    "sys.excepthook while a GUI loop is on: an error in a toolkit callback is printed (PyQt aborts the process under Python's default hook)."
+    "sys.excepthook while a toolkit's loop runs: an error in one of its callbacks is printed to the latest cell, and the loop goes on."
     traceback.print_exception(etype, value, tb, file=sys.stderr)
 
 class Gui:
@@ -165,10 +169,9 @@ def enable_gui(loop, gui):
     if threading.current_thread() is not threading.main_thread(): raise ValueError(f"%gui {gui} must run in the main subshell: the GUI loop runs on the main thread")
     cls,cur = LOOPS[gui],current(loop)
     if cur is not None:
-        if isinstance(cur, cls) and cur.gui in (gui, 'qt'): return
+        if isinstance(cur, cls) and (cur.gui == gui or {cur.gui, gui} & {'qt', 'gtk'}): return  # `qt` is whichever Qt is on
         raise ValueError(f"the {cur.gui} event loop is on; turn it off with %gui before enabling {gui}")
     try: g = cls(loop, gui)
     except ImportError as e: raise ValueError(f"%gui {gui}: {TOOLKITS[cls.name]} is not installed ({e})") from None
     except Exception as e: raise ValueError(f"%gui {gui}: cannot start the {cls.name} event loop: {e}") from None
-    if cls is QtLoop and sys.excepthook is sys.__excepthook__: sys.excepthook = _show_error
     loop._selector = GuiSelector(loop._selector, g)

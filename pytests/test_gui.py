@@ -1,7 +1,7 @@
 """GUI event loops: with `%gui qt` / `%gui tk`, a toolkit's timers fire between cells while the kernel answers every request."""
 import os, shutil, subprocess, time, pytest, psutil
 from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, wait_stream, collect, send, request, stdout,
-                          outputs, TIMEOUT)
+                          outputs, control, run, parent_id, TIMEOUT)
 
 QT = dict(QT_QPA_PLATFORM='offscreen')
 
@@ -58,10 +58,23 @@ def check_shutdown(km, kc):
     assert reply['content'] == dict(status='ok', restart=False)
     assert proc.wait(TIMEOUT) == 0
 
+def wait_stderr(kc, mid, text):
+    "Wait until request `mid` has `text` in its stderr."
+    seen,deadline = '',time.monotonic() + TIMEOUT
+    while text not in seen:
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) == mid and m['msg_type'] == 'stream' and m['content']['name'] == 'stderr': seen += m['content']['text']
+
 def test_qt_timer_fires_between_cells():
     with start_kernel(env=QT) as (km,kc):
         check_loop(kc, 'qt')
-        ok(kc, '%gui qt')  # again: no change
+        for line in ('%gui qt', '%gui qt6'): ok(kc, line)  # the Qt loop is on already: nothing changes
+        # an error in a toolkit callback between cells is printed to the latest cell, and the loop goes on (PyQt aborts the
+        # process when sys.excepthook is Python's default, as it is between cells)
+        mid = kc.execute('QTimer.singleShot(1, lambda: 1/0)')
+        assert get_reply(kc, mid)['content']['status'] == 'ok'
+        wait_stderr(kc, mid, 'ZeroDivisionError: division by zero')
+        ticks_between_cells(kc, 'watch = ticks + 5')
         msgs = ok(kc, '%matplotlib qt\nimport matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)')
         assert 'FigureManagerQT qt' in stdout(msgs)
         ok(kc, 'plt.close(fig)')
@@ -69,6 +82,8 @@ def test_qt_timer_fires_between_cells():
 
 def test_gui_off_and_errors(kc):
     "`%gui` turns the loop off; front-end backends need none; an unknown toolkit or a missing one is one UsageError line."
+    # nothing of a toolkit (or of this module) loads with the kernel
+    assert stdout(ok(kc, "import sys; print([m for m in ('ipymini.eventloops', 'PyQt6', 'PyQt5', 'PySide6', 'tkinter', 'gi', 'wx') if m in sys.modules])")) == '[]\n'
     for line in ('%gui asyncio', '%gui', '%matplotlib inline', '%gui inline'): assert outputs(ok(kc, line)) == []
     for line,evalue in [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"),
                         ('%gui nonsense', "unknown GUI 'nonsense'; use one of gtk, gtk3, gtk4, qt, qt5, qt6, tk, wx, or, for no event loop, "
@@ -76,6 +91,11 @@ def test_gui_off_and_errors(kc):
         reply,msgs = execute(kc, line)
         assert (reply['content']['status'],reply['content']['ename'],reply['content']['evalue']) == ('error', 'UsageError', evalue)
         assert [(m['msg_type'], m['content']) for m in outputs(msgs)] == [('stream', dict(name='stderr', text=f'UsageError: {evalue}\n'))]
+    # a child subshell runs on a thread of its own: the toolkit's loop belongs on the main thread
+    sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+    reply,_ = run(kc, sid, '%gui tk')
+    assert (reply['content']['ename'],reply['content']['evalue']) == ('UsageError', "%gui tk must run in the main subshell: the GUI loop runs on the main thread")
+    control(kc, 'delete_subshell_request', subshell_id=sid)
 
 @pytest.fixture(scope='module')
 def display():
