@@ -1,9 +1,9 @@
 """The kernelspec: what `python -m ipymini install` writes so Jupyter front ends can list and start ipymini."""
-import json, os, sys, shutil, tempfile
+import json, os, re, sys, shutil, tempfile
 import zmq
 from jupyter_core.paths import jupyter_data_dir, SYSTEM_JUPYTER_PATH
 
-__all__ = ['kernel_json', 'install', 'InstallError']
+__all__ = ['kernel_json', 'check_name', 'install', 'InstallError']
 
 class InstallError(Exception): "An install that cannot happen, told to the user in one line."
 
@@ -23,8 +23,16 @@ def kernels_dir(user=False, prefix=None, sys_prefix=False):
     if prefix: return os.path.join(prefix, 'share', 'jupyter', 'kernels')
     return os.path.join(SYSTEM_JUPYTER_PATH[0], 'kernels')
 
+def check_name(name):
+    "Raise InstallError unless `name` is a kernelspec name `jupyter kernelspec` accepts: ASCII letters, digits, '.', '_', '-'."
+    # jupyter_client's own pattern, minus what it lets through by accident: a trailing newline ($), non-ASCII letters that fold to
+    # ASCII ones under IGNORECASE, and '.' or '..', which name a folder that is not a kernelspec of its own
+    if not re.fullmatch(r'[A-Za-z0-9._-]+', name) or not name.strip('.'):
+        raise InstallError(f"invalid kernelspec name {name!r}: use ASCII letters, digits, '.', '_' and '-' only")
+
 def install(name="ipymini", user=False, prefix=None, sys_prefix=False, display_name=None, env=None):
     "Write the kernelspec; returns the folder it went to."
+    check_name(name)
     dest = os.path.join(kernels_dir(user, prefix, sys_prefix), name)
     spec = kernel_json(display_name=display_name or ("Python 3 (ipymini)" if name == "ipymini" else name), env=env)
     try:

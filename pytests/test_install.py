@@ -59,3 +59,17 @@ def test_wheel_data_kernelspec():
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with open(os.path.join(here, 'share', 'jupyter', 'kernels', 'ipymini', 'kernel.json')) as f: spec = json.load(f)
     assert spec['argv'] == ['python', '-m', 'ipymini', '-f', '{connection_file}'] and spec['kernel_protocol_version'] == '5.5'
+
+@pytest.mark.parametrize('name', ['two words', 'a/b', '../up', '..', '.', '', 'caf\u00e9', '\u212aelvin', 'x\n', 'semi;colon'])
+def test_install_rejects_bad_names(tmp_path, name):
+    "A name `jupyter kernelspec` would not accept (or that names no folder of its own) gets one line on stderr, exit 1 and no files."
+    p = run('-m', 'ipymini', 'install', '--prefix', str(tmp_path), '--name', name)
+    assert p.returncode == 1 and p.stdout == ''
+    assert p.stderr == f"ipymini: invalid kernelspec name {name!r}: use ASCII letters, digits, '.', '_' and '-' only\n"
+    assert list(tmp_path.iterdir()) == []
+
+def test_install_accepts_every_valid_character(tmp_path):
+    name = 'Py-3.11_mini'
+    p = run('-m', 'ipymini', 'install', '--prefix', str(tmp_path), '--name', name)
+    assert p.returncode == 0 and p.stdout == f"Installed kernelspec {name} in {tmp_path/'share'/'jupyter'/'kernels'/name}\n"
+    assert kernelspecs(dict(JUPYTER_PATH=str(tmp_path/'share'/'jupyter')))[name.lower()]['resource_dir'] == str(tmp_path/'share'/'jupyter'/'kernels'/name)
