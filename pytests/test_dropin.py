@@ -242,3 +242,46 @@ def test_exit_ends_jupyter_console(tmp_path):
         assert 'Shutting down kernel' in con.before
     finally:
         con.close(force=True)
+
+# ---- a notebook of everyday library cells through nbclient, ipymini installed as `python3` ----
+LIBRARY_CELLS = [
+    "print(get_ipython().history_manager.hist_file)",  # nbclient appends --HistoryManager.hist_file=:memory: for python3
+    "from tqdm.auto import tqdm\nfor i in tqdm(range(3)): pass",
+    "from rich.console import Console\nConsole().print('[bold]rich[/bold]')",
+    "import plotly.graph_objects as go\ngo.Figure(data=[go.Bar(y=[1, 2])]).show()",
+    "import pandas as pd\npd.DataFrame(dict(a=[1, 2], b=['x', 'y']))",
+    "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()",
+    "import ipywidgets as w\nw.IntSlider(3)",
+    "import logging\nlogging.getLogger('lib').warning('a library warns')",
+    "from IPython.display import HTML, Markdown, display\ndisplay(HTML('<b>html</b>'), Markdown('*md*'))",
+    "import sys\nprint('out'); print('err', file=sys.stderr)",
+    "1/0",
+]
+
+def shape(out):
+    "What a notebook keeps of an output, without the values that differ run to run."
+    if out.output_type == 'stream': return ('stream', out.name)
+    if out.output_type == 'error': return ('error', out.ename)
+    return (out.output_type, tuple(sorted(out.data)))
+
+def run_library_notebook(tmp_path, monkeypatch, jupyter_path=None):
+    nbformat,nbclient = pytest.importorskip('nbformat'),pytest.importorskip('nbclient')
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in LIBRARY_CELLS])
+    (tmp_path/'ipython').mkdir(parents=True)
+    monkeypatch.setenv('IPYTHONDIR', str(tmp_path/'ipython'))
+    if jupyter_path: monkeypatch.setenv('JUPYTER_PATH', str(jupyter_path))
+    else: monkeypatch.delenv('JUPYTER_PATH', raising=False)
+    nbclient.NotebookClient(nb, kernel_name='python3', allow_errors=True).execute()  # nbclient's defaults otherwise
+    return [[shape(o) for o in c.outputs] for c in nb.cells],nb
+
+def test_library_notebook_as_ipykernel(tmp_path, monkeypatch):
+    p = subprocess.run([sys.executable, '-m', 'ipymini', 'install', '--prefix', str(tmp_path/'prefix'), '--name', 'python3'],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert p.returncode == 0, p.stderr
+    mini,nb = run_library_notebook(tmp_path/'mini', monkeypatch, tmp_path/'prefix'/'share'/'jupyter')
+    assert nb.metadata.get('language_info', {}).get('name') == 'python'
+    assert nb.cells[0].outputs[0].text == ':memory:\n'
+    ref,_ = run_library_notebook(tmp_path/'ref', monkeypatch)
+    for code,a,b in zip(LIBRARY_CELLS, mini, ref): assert a == b, code
+    assert mini[1][-1] == ('display_data', ('application/vnd.jupyter.widget-view+json', 'text/plain'))
+    assert mini[3] == [('display_data', ('application/vnd.plotly.v1+json',))] and mini[7] == [('stream', 'stderr')]
