@@ -38,6 +38,11 @@ class Subshell:
         while True:
             if not self.inbox:
                 if self.deleted or self.closing:
+                    # cells that unlocked the queue have their reply and idle still to send: the thread's loop must run until they end
+                    self.detached = {t for t in self.detached if not t.done()}
+                    if self.detached:
+                        await asyncio.wait(self.detached)
+                        continue
                     self.finished = True
                     return
                 self.waiter = self.loop.create_future()

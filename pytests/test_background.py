@@ -3,7 +3,8 @@ import subprocess, sys
 import pytest
 from jupyter_client.session import Session
 from kernel_utils import (execute, request, get_reply, iopub_until_idle, types, stdout, parent_id, send, run, collect, wait_stream,
-                          control, interrupt, TIMEOUT)
+                          control, interrupt, states, TIMEOUT)
+from test_subshells import control_during
 
 def expr(reply, name): return reply['content']['user_expressions'][name]['data']['text/plain']
 
@@ -61,16 +62,59 @@ def test_error_after_unlock_aborts_nothing(kc):
     assert replies[a]['content']['ename'] == 'ZeroDivisionError'
     assert replies[b]['content']['status'] == replies[c]['content']['status'] == 'ok'
 
+AWAIT_UNLOCKED = "import asyncio\nfrom ipymini import unlock\nunlock()\nprint('waiting')\nawait asyncio.sleep(60)"
+
+def delete_while(kc, sid, ids):
+    "Delete subshell `sid` while its cells `ids` run; returns the shell replies and IOPub messages of the cells."
+    reply,replies,pub = control_during(kc, 'delete_subshell_request', ids, subshell_id=sid)
+    assert reply['content'] == dict(status='ok') and states(pub[reply['parent_header']['msg_id']]) == ['busy', 'idle']
+    return replies,pub
+
+def thread_count(kc, sid):
+    "How many threads of subshell `sid` are left, once each has had TIMEOUT seconds to end."
+    name = f'ipymini-subshell-{sid[:8]}'
+    reply,_ = execute(kc, f"import threading\nfor t in threading.enumerate():\n    if t.name == {name!r}: t.join({TIMEOUT})",
+                      user_expressions=dict(n=f"sum(t.name == {name!r} for t in threading.enumerate())"))
+    return int(expr(reply, 'n'))
+
 def test_unlocked_child_ends_with_its_subshell(kc):
     sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
-    a = send(kc, sid, "import asyncio\nfrom ipymini import unlock\nunlock()\nprint('waiting')\nawait asyncio.sleep(60)")
+    a = send(kc, sid, AWAIT_UNLOCKED)
+    seen = wait_stream(kc, a, 'waiting')
+    replies,pub = delete_while(kc, sid, [a])
+    assert replies[a]['content']['ename'] == 'KeyboardInterrupt'
+    assert types(seen + pub[a]) == ['status', 'execute_input', 'stream', 'error', 'status']
+    assert thread_count(kc, sid) == 0
+
+def test_unlocked_child_ends_idle_every_time(kc):
+    "Create, unlock, delete, many times: each cell has its reply, one error and one busy and idle (a reader that skipped"
+    " messages before the delete's idle lost them about 1 run in 7)."
+    for i in range(40):
+        sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+        a = send(kc, sid, AWAIT_UNLOCKED)
+        seen = wait_stream(kc, a, 'waiting')
+        replies,pub = delete_while(kc, sid, [a])
+        assert replies[a]['content']['ename'] == 'KeyboardInterrupt', i
+        assert types(seen + pub[a]) == ['status', 'execute_input', 'stream', 'error', 'status'], i
+        assert pub[a][-2]['content']['ename'] == 'KeyboardInterrupt'
+
+def test_deleted_subshell_waits_for_every_unlocked_cell(kc):
+    "The subshell's thread runs on until each cell that unlocked it has sent its reply and idle, even after the runner it left ended."
+    sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+    a = send(kc, sid, "import asyncio\nfrom ipymini import unlock\nev = asyncio.Event()\nunlock()\nprint('waiting')\nawait ev.wait()")
     wait_stream(kc, a, 'waiting')
-    assert control(kc, 'delete_subshell_request', subshell_id=sid)[0]['content'] == dict(status='ok')
-    assert get_reply(kc, a)['content']['ename'] == 'KeyboardInterrupt'
-    iopub_until_idle(kc, a)
-    reply,_ = execute(kc, f"import threading\nfor t in threading.enumerate():\n    if t.name == 'ipymini-subshell-{sid[:8]}': t.join({TIMEOUT})",
-                      user_expressions=dict(n=f"sum(t.name == 'ipymini-subshell-{sid[:8]}' for t in threading.enumerate())"))
-    assert expr(reply, 'n') == '0'
+    # B unlocks too, then A ends: the thread's loop is left running the third runner while B awaits in the second; cancelled, B
+    # takes several turns of the loop to end, and the third runner ends at once
+    b = send(kc, sid, "unlock()\nprint('waiting')\ntry: await asyncio.sleep(60)\nfinally:\n    for _ in range(10): await asyncio.sleep(0)\n    print('cleaned up')")
+    seen = wait_stream(kc, b, 'waiting')
+    c = send(kc, sid, "ev.set()")
+    replies,_ = collect(kc, [a, c])
+    assert replies[a]['content']['status'] == replies[c]['content']['status'] == 'ok'
+    replies,pub = delete_while(kc, sid, [b])
+    assert replies[b]['content']['status'] == 'error'
+    assert types(seen + pub[b]) == ['status', 'execute_input', 'stream', 'stream', 'error', 'status']
+    assert stdout(pub[b]) == 'cleaned up\n' and pub[b][-2]['content']['ename'] == 'KeyboardInterrupt'
+    assert thread_count(kc, sid) == 0
 
 # the temporary subshell is another thread with its own loop: it sets the cell's asyncio.Event through the cell's loop
 BACKGROUND = ("import asyncio, threading\nfrom ipymini import subshell\nev2,order,loop = asyncio.Event(),[],asyncio.get_running_loop()\n"

@@ -3,6 +3,23 @@ import time, uuid
 import pytest
 from kernel_utils import execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, TIMEOUT, send, run, collect, wait_stream, states, control, interrupt
 
+def control_during(kc, msg_type, ids, **content):
+    """Send a control request while the shell requests `ids` run; returns (its reply, {id: shell reply}, {parent: IOPub messages up
+    to its idle}) for it and each of `ids`. `control` would skip every IOPub message before the request's idle, and a cell it ends
+    (deleting a subshell, an interrupt) may publish its error and idle before that."""
+    req = kc.session.msg(msg_type, content)
+    kc.control_channel.send(req)
+    mid = req['header']['msg_id']
+    reply = get_reply(kc, mid, 'control')
+    replies,pub,deadline = {},{i: [] for i in [mid, *ids]},time.monotonic() + TIMEOUT
+    while len(replies) < len(ids):
+        m = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) in ids: replies[parent_id(m)] = m
+    while not all(states(msgs)[-1:] == ['idle'] for msgs in pub.values()):
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) in pub: pub[parent_id(m)].append(m)
+    return reply,replies,pub
+
 def create(kc):
     reply,msgs = control(kc, 'create_subshell_request')
     assert reply['msg_type'] == 'create_subshell_reply' and states(msgs) == ['busy', 'idle']
