@@ -1,5 +1,6 @@
 """The magics ipykernel adds to IPython's: %connect_info, %qtconsole, %autosave, %edit (%ed), %clear, %less, %more, %man, %subshell;
-and %gui, whose failure is one UsageError line in the cell (IPython's logs it, which a kernel's user may never see)."""
+and %gui and %matplotlib, whose failure to load a toolkit is one UsageError line in the cell (IPython's %gui logs it, which a kernel's
+user may never see, and %matplotlib shows a traceback)."""
 import importlib.util, json, os, subprocess, sys, threading
 from pathlib import Path
 from IPython.core import page
@@ -7,6 +8,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magics import CodeMagics, MacroToEdit
 from IPython.core.magics.basic import BasicMagics
+from IPython.core.magics.pylab import PylabMagics
 from IPython.utils import openpy
 from IPython.utils.process import arg_split
 
@@ -22,6 +24,15 @@ class KernelMagics(Magics):
         _,arg = self.parse_options(parameter_s, '')
         self.shell.enable_gui(arg or None)
     gui.__doc__ = BasicMagics.gui.__doc__
+
+    @line_magic
+    def matplotlib(self, line=''):
+        before = self.shell.pylab_gui_select
+        try: return self.shell.magics_manager.registry['PylabMagics'].matplotlib(line)
+        except ImportError as e:  # matplotlib's: the toolkit is missing, or no display for it
+            self.shell.pylab_gui_select = before  # a toolkit that failed to load is not the session's choice
+            raise UsageError(f"%matplotlib {line.strip()}: {e}") from None
+    matplotlib.__doc__ = PylabMagics.matplotlib.__doc__
 
     @line_magic
     def edit(self, parameter_s='', last_call=None):

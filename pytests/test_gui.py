@@ -1,5 +1,5 @@
 """GUI event loops: with `%gui qt` / `%gui tk`, a toolkit's timers fire between cells while the kernel answers every request."""
-import os, shutil, subprocess, time, pytest, psutil
+import importlib.util, os, shutil, subprocess, time, pytest, psutil
 from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, wait_stream, collect, send, request, stdout,
                           outputs, control, run, parent_id, TIMEOUT)
 
@@ -85,12 +85,15 @@ def test_gui_off_and_errors(kc):
     # nothing of a toolkit (or of this module) loads with the kernel
     assert stdout(ok(kc, "import sys; print([m for m in ('ipymini.eventloops', 'PyQt6', 'PyQt5', 'PySide6', 'tkinter', 'gi', 'wx') if m in sys.modules])")) == '[]\n'
     for line in ('%gui asyncio', '%gui', '%matplotlib inline', '%gui inline'): assert outputs(ok(kc, line)) == []
+    assert importlib.util.find_spec('wx') is None, "these tests take wx for a toolkit that is not installed"
     for line,evalue in [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"),
+                        ('%matplotlib wx', "%matplotlib wx: No module named 'wx'"),
                         ('%gui nonsense', "unknown GUI 'nonsense'; use one of gtk, gtk3, gtk4, qt, qt5, qt6, tk, wx, or, for no event loop, "
                                           "agg, asyncio, inline, ipympl, nbagg, notebook, webagg, widget")]:
         reply,msgs = execute(kc, line)
         assert (reply['content']['status'],reply['content']['ename'],reply['content']['evalue']) == ('error', 'UsageError', evalue)
         assert [(m['msg_type'], m['content']) for m in outputs(msgs)] == [('stream', dict(name='stderr', text=f'UsageError: {evalue}\n'))]
+    assert stdout(ok(kc, 'print(get_ipython().pylab_gui_select)')) == 'None\n'  # the toolkit that failed is not the session's
     # a child subshell runs on a thread of its own: the toolkit's loop belongs on the main thread
     sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
     reply,_ = run(kc, sid, '%gui tk')
