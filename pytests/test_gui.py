@@ -16,6 +16,7 @@ def tick():
         watch = None
 """
 TICKERS = dict(qt=TICK + "from PyQt6.QtCore import QTimer\ntimer = QTimer()\ntimer.timeout.connect(tick)\ntimer.start(2)",
+               gtk3=TICK + "from gi.repository import GLib\nGLib.timeout_add(2, lambda: tick() or True)",
                tk=TICK.replace("ticks += 1", "ticks += 1\n    root.after(2, tick)") +
                   "import tkinter\nroot = tkinter.Tk()\ntkinter.Label(root, text='ipymini').pack()\nroot.after(2, tick)")
 
@@ -124,6 +125,13 @@ def test_tk_timer_fires_between_cells(display):
         msgs = ok(kc, '%matplotlib tk\nimport matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)')
         assert 'FigureManagerTk tk' in stdout(msgs)
         ok(kc, 'plt.close(fig)')
+        check_shutdown(km, kc)
+
+def test_gtk_timer_fires_between_cells():
+    "GTK 3 through GLib's main loop, where PyGObject is installed."
+    if importlib.util.find_spec('gi') is None: pytest.skip("PyGObject is not installed")
+    with start_kernel() as (km,kc):
+        check_loop(kc, 'gtk3')
         check_shutdown(km, kc)
 
 def idle_cpu(km, seconds=10):
