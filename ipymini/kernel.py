@@ -16,7 +16,7 @@ __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'subshells', 'magics']
+EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'subshells', 'magics', 'asyncrun']
 
 # modules whose state a KeyboardInterrupt must not cut through: a SIGINT landing in them is delivered again a moment later
 SIGINT_UNSAFE = {'ipymini.iopub', 'ipymini.channels', 'ipymini.wire', 'ipymini.streams'}

@@ -7,6 +7,7 @@ from collections import deque
 from IPython.core.payload import PayloadManager
 from .streams import current_parent
 from .channels import Loop
+from . import asyncrun
 
 __all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'not_found', 'unlock', 'temporary', 'setup']
 log = logging.getLogger('ipymini')
@@ -94,6 +95,7 @@ def not_found(kernel, msg, evalue):
 def interrupt_thread(ident):
     "Raise KeyboardInterrupt in thread `ident` when it next runs Python code (a blocking C call finishes first)."
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
+    asyncrun.wake(ident)  # a cell in `asyncio.run` may sleep in its loop's select(): the exception lands once that returns
 
 def _in_output_code(frame):
     "Whether `frame` is in the kernel's output code, as the kernel's SIGINT handler judges it (never, if it does not judge)."
