@@ -4,7 +4,7 @@ import pytest
 from jupyter_client.session import Session
 from kernel_utils import (execute, request, get_reply, iopub_until_idle, types, stdout, parent_id, send, run, collect, wait_stream,
                           control, interrupt, states, TIMEOUT)
-from test_subshells import control_during
+from test_subshells import control_during, gate, collect_gated
 
 def expr(reply, name): return reply['content']['user_expressions'][name]['data']['text/plain']
 
@@ -54,11 +54,13 @@ def test_interrupt_reaches_an_unlocked_cell(kc, where):
     assert [e['ename'] for e in errs] == ['KeyboardInterrupt']
     assert run(kc, where, "'still serving'")[0]['content']['status'] == 'ok'
 
-def test_error_after_unlock_aborts_nothing(kc):
-    a = send(kc, None, "import asyncio\nfrom ipymini import unlock\nev = asyncio.Event()\nunlock()\nprint('waiting')\nawait ev.wait()\n1/0")
+def test_error_after_unlock_aborts_nothing(kc, tmp_path):
+    a = send(kc, None, "import asyncio\nfrom ipymini import unlock\nev,a_runner = asyncio.Event(),asyncio.current_task()\nunlock()\n"
+                       "print('waiting')\nawait ev.wait()\n1/0")
     wait_stream(kc, a, 'waiting')
-    b,c = send(kc, None, "ev.set()\nawait asyncio.sleep(0.05)"),send(kc, None, "'after'")  # C is queued while A fails
-    replies,_ = collect(kc, [a, b, c])
+    # B lets A fail and waits until A's runner is done (reply, idle and any abort are behind it), while C is queued behind B
+    b,c = send(kc, None, gate(tmp_path/'go') + "ev.set()\nawait asyncio.wait([a_runner])"),send(kc, None, "'after'")
+    replies,_ = collect_gated(kc, [a, b, c], tmp_path/'go')
     assert replies[a]['content']['ename'] == 'ZeroDivisionError'
     assert replies[b]['content']['status'] == replies[c]['content']['status'] == 'ok'
 
@@ -146,13 +148,15 @@ def test_subshell_routes_this_clients_later_requests(kernel, kc):
                                                       left=f"[t.name for t in threading.enumerate() if t.name == {name!r}]"))
     assert expr(reply, 'order') == "['E', 'A', 'MainThread']" and expr(reply, 'thread') == "'MainThread'" and expr(reply, 'left') == '[]'
 
-def test_subshell_serves_its_queue_before_ending(kc):
+def test_subshell_serves_its_queue_before_ending(kc, tmp_path):
     "Requests routed to the temporary subshell while the body ran are served after it ends, in order."
-    a = send(kc, None, "import asyncio\nfrom ipymini import subshell\nev3,loop = asyncio.Event(),asyncio.get_running_loop()\nwith subshell():\n    print('routing')\n    await ev3.wait()")
+    a = send(kc, None, "import asyncio, threading\nfrom ipymini import subshell\nev3,left,loop = asyncio.Event(),threading.Event(),asyncio.get_running_loop()\n"
+                       "with subshell():\n    print('routing')\n    await ev3.wait()\nleft.set()")
     wait_stream(kc, a, 'routing')
-    b = send(kc, None, "import time\nloop.call_soon_threadsafe(ev3.set)\nfor i in range(3):\n    print(i)\n    time.sleep(0.05)")
+    # B, on the temporary subshell, ends A's body and goes on until A has left it (the subshell is closing); C is queued behind B
+    b = send(kc, None, gate(tmp_path/'go') + f"loop.call_soon_threadsafe(ev3.set)\nassert left.wait({TIMEOUT})\nfor i in range(3): print(i)")
     c = send(kc, None, "print('queued')")
-    replies,pub = collect(kc, [a, b, c])
+    replies,pub = collect_gated(kc, [a, b, c], tmp_path/'go')
     assert all(r['content']['status'] == 'ok' for r in replies.values())
     assert (stdout(pub[b]),stdout(pub[c])) == ('0\n1\n2\n', 'queued\n')
 

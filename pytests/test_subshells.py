@@ -3,6 +3,22 @@ import time, uuid
 import pytest
 from kernel_utils import execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, TIMEOUT, send, run, collect, wait_stream, states, control, interrupt
 
+def shell_replies(kc, ids, replies=None):
+    "Read shell replies (into `replies`, keyed by parent msg_id, whatever they answer) until each of `ids` has one."
+    replies,deadline = {} if replies is None else replies,time.monotonic() + TIMEOUT
+    while not all(i in replies for i in ids):
+        m = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
+        replies[parent_id(m)] = m
+    return replies
+
+def iopub_until_idles(kc, ids):
+    "The IOPub messages of each of `ids`, by parent msg_id, until each has its idle."
+    pub,deadline = {i: [] for i in ids},time.monotonic() + TIMEOUT
+    while not all(states(msgs)[-1:] == ['idle'] for msgs in pub.values()):
+        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
+        if parent_id(m) in pub: pub[parent_id(m)].append(m)
+    return pub
+
 def control_during(kc, msg_type, ids, **content):
     """Send a control request while the shell requests `ids` run; returns (its reply, {id: shell reply}, {parent: IOPub messages up
     to its idle}) for it and each of `ids`. `control` would skip every IOPub message before the request's idle, and a cell it ends
@@ -11,14 +27,21 @@ def control_during(kc, msg_type, ids, **content):
     kc.control_channel.send(req)
     mid = req['header']['msg_id']
     reply = get_reply(kc, mid, 'control')
-    replies,pub,deadline = {},{i: [] for i in [mid, *ids]},time.monotonic() + TIMEOUT
-    while len(replies) < len(ids):
-        m = kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-        if parent_id(m) in ids: replies[parent_id(m)] = m
-    while not all(states(msgs)[-1:] == ['idle'] for msgs in pub.values()):
-        m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
-        if parent_id(m) in pub: pub[parent_id(m)].append(m)
-    return reply,replies,pub
+    replies = shell_replies(kc, ids)
+    return reply,{i: replies[i] for i in ids},iopub_until_idles(kc, [mid, *ids])
+
+def gate(path):
+    "Code that waits until the file `path` exists: a cell held until the test has sent what must be queued behind it."
+    return f"import os, time\nwhile not os.path.exists({str(path)!r}): time.sleep(0.001)\n"
+
+def collect_gated(kc, ids, path):
+    """`collect` for requests `ids`, already sent, of which one waits on `gate(path)`: `path` is created once the kernel has read
+    them all (the shell thread reads a client's requests in order: a kernel_info_request sent after them is answered after)."""
+    mid = send(kc, None, msg_type='kernel_info_request')
+    replies = shell_replies(kc, [mid])
+    open(path, 'w').close()
+    shell_replies(kc, ids, replies)
+    return {i: replies[i] for i in ids},iopub_until_idles(kc, ids)
 
 def create(kc):
     reply,msgs = control(kc, 'create_subshell_request')
@@ -109,14 +132,13 @@ def test_child_leaves_parent_history_and_outputs(kc, sid):
     assert not any('child_marker' in h[2] for h in hist['content']['history'])
 
 def test_concurrent_subshells(kc):
+    "Cells on three subshells run at once: each blocks its thread until all three have started (in turn, the first would time out)."
     a,b = create(kc),create(kc)
     try:
-        t0 = time.monotonic()
-        ids = [send(kc, a, "import time; time.sleep(1)"), send(kc, b, "import time; time.sleep(1)"), send(kc, None, "import time; time.sleep(1)")]
+        execute(kc, f"import threading\nall_started = threading.Barrier(3, timeout={TIMEOUT})")
+        ids = [send(kc, s, "n = all_started.wait()") for s in (a, b, None)]
         replies,pub = collect(kc, ids)
-        elapsed = time.monotonic() - t0
         assert all(replies[i]['content']['status'] == 'ok' for i in ids)
-        assert elapsed < 1.8, f"three 1 s sleeps on three subshells took {elapsed:.2f} s"
         for i in ids:  # each request's status messages carry its own header, though all three ran at once
             assert types(pub[i]) == ['status', 'execute_input', 'status'] and states(pub[i]) == ['busy', 'idle']
             assert all(m['parent_header']['msg_id'] == i for m in pub[i])
@@ -133,28 +155,31 @@ def test_child_runs_while_parent_busy(kc, sid):
     assert get_reply(kc, busy)['content']['ename'] == 'KeyboardInterrupt'
     iopub_until_idle(kc, busy)
 
-def test_in_order_within_subshell(kc, sid):
-    run(kc, sid, "import time\norder = []")
-    ids = [send(kc, sid, f"time.sleep({0.3 - 0.1 * i})\norder.append({i})\nprint({i})") for i in range(3)]
-    replies,pub = collect(kc, ids)
+def test_in_order_within_subshell(kc, sid, tmp_path):
+    "Requests queued behind a running cell run after it, in order."
+    run(kc, sid, "order = []")
+    ids = [send(kc, sid, (gate(tmp_path/'go') if i == 0 else '') + f"order.append({i})\nprint({i})") for i in range(3)]
+    replies,pub = collect_gated(kc, ids, tmp_path/'go')
     assert [replies[i]['content']['execution_count'] for i in ids] == [2, 3, 4]
     assert [stdout(pub[i]) for i in ids] == ['0\n', '1\n', '2\n']
     reply,_ = run(kc, sid, "0", user_expressions=dict(order='order'))
     assert reply['content']['user_expressions']['order']['data']['text/plain'] == '[0, 1, 2]'
 
-def test_ordered_status_within_subshell(kc, sid):
-    "A subshell's second request goes busy only after its first went idle."
-    ids = [send(kc, sid, "import time; time.sleep(0.2)"), send(kc, sid, "1")]
+def test_ordered_status_within_subshell(kc, sid, tmp_path):
+    "A subshell's second request, queued behind the first, goes busy only after the first went idle."
+    ids = [send(kc, sid, gate(tmp_path/'go')), send(kc, sid, "1")]
+    shell_replies(kc, [send(kc, None, msg_type='kernel_info_request')])  # both are queued now (see collect_gated)
+    open(tmp_path/'go', 'w').close()
     seq,deadline = [],time.monotonic() + TIMEOUT
     while len([s for s in seq if s[1] == 'idle']) < 2:
         m = kc.get_iopub_msg(timeout=max(0.01, deadline - time.monotonic()))
         if m['msg_type'] == 'status' and parent_id(m) in ids: seq.append((ids.index(parent_id(m)), m['content']['execution_state']))
     assert seq == [(0, 'busy'), (0, 'idle'), (1, 'busy'), (1, 'idle')]
-    for i in ids: get_reply(kc, i)
+    shell_replies(kc, ids)
 
-def test_stop_on_error_is_per_subshell(kc, sid):
-    ids = [send(kc, sid, "import time; time.sleep(0.2); 1/0"), send(kc, sid, "aborted_here = 1"), send(kc, None, "parent_ran = 1")]
-    replies,_ = collect(kc, ids)
+def test_stop_on_error_is_per_subshell(kc, sid, tmp_path):
+    ids = [send(kc, sid, gate(tmp_path/'go') + "1/0"), send(kc, sid, "aborted_here = 1"), send(kc, None, "parent_ran = 1")]
+    replies,_ = collect_gated(kc, ids, tmp_path/'go')
     assert [replies[i]['content']['status'] for i in ids] == ['error', 'aborted', 'ok']
     assert run(kc, sid, "1")[0]['content']['status'] == 'ok'
 
@@ -182,9 +207,8 @@ def test_delete_running_subshell(kc):
     running = send(kc, sid, "import time\nprint('looping')\nwhile True: time.sleep(0.01)")
     queued = send(kc, sid, "never_ran = 1")
     wait_stream(kc, running, 'looping')
-    reply,_ = control(kc, 'delete_subshell_request', subshell_id=sid)
+    reply,replies,pub = control_during(kc, 'delete_subshell_request', [running, queued], subshell_id=sid)
     assert reply['content'] == dict(status='ok')
-    replies,pub = collect(kc, [running, queued])
     assert replies[running]['content']['ename'] == 'KeyboardInterrupt' and states(pub[running])[-1] == 'idle'
     assert replies[queued]['content']['ename'] == 'SubshellNotFound' and types(pub[queued]) == ['status', 'status']
     assert run(kc, sid, "1")[0]['content']['ename'] == 'SubshellNotFound'
