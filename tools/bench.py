@@ -95,7 +95,7 @@ class Kernel:
             except TimeoutError:
                 if time.perf_counter() > deadline: raise BenchError("no status messages on IOPub: subscription never live")
 
-    def rss(self): return psutil.Process(self.proc.pid).memory_info().rss / 2**20  # MiB, the unit of DESIGN.md's figures
+    def rss(self): return psutil.Process(self.proc.pid).memory_info().rss / 2**20  # MiB, the unit of the memory targets
 
     def tail(self, n=6):
         try: lines = self.logf.read_text(errors="replace").strip().splitlines()[-n:]
