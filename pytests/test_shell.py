@@ -1,7 +1,8 @@
 """IPython on the shell channel: rich output, payloads, errors, stop_on_error and top-level await, message by message."""
-import base64, time
+import base64
 import pytest
-from kernel_utils import start_kernel, execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, wait_stream, interrupt
+from kernel_utils import start_kernel, execute, request, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, wait_stream, interrupt, send
+from test_subshells import gate, shell_replies, iopub_until_idles
 
 # Fields the Jupyter messaging spec requires in each message's content
 REQUIRED = dict(execute_reply={'status', 'execution_count'}, complete_reply={'status', 'matches', 'cursor_start', 'cursor_end', 'metadata'},
@@ -196,33 +197,28 @@ def test_interrupt_running_cell(kc):
     check_error(reply, msgs, 'KeyboardInterrupt')
 
 # ---- stop_on_error ----
-def pipeline(kc, *requests):
-    "Send requests back to back without waiting ((msg_type, content) or code to execute); returns their (reply, IOPub) in order."
+def pipeline(kc, path, *requests):
+    """Send requests back to back ((msg_type, content) or code to execute), the first one held until the kernel has read them all,
+    so the rest are queued behind it whatever the timing (see test_subshells.collect_gated); returns their (reply, IOPub) in order."""
     ids = []
-    for r in requests:
-        if isinstance(r, str): ids.append(kc.execute(r))
-        else:
-            msg = kc.session.msg(r[0], r[1])
-            kc.shell_channel.send(msg)
-            ids.append(msg['header']['msg_id'])
-    replies = {}
-    while len(replies) < len(ids):
-        m = kc.get_shell_msg(timeout=30)
-        if parent_id(m) in ids: replies[parent_id(m)] = m
-    pub,idle = {i: [] for i in ids},set()
-    while len(idle) < len(ids):  # requests answered on the shell thread may finish first: sort IOPub by parent
-        m = kc.get_iopub_msg(timeout=30)
-        if parent_id(m) not in pub: continue
-        pub[parent_id(m)].append(m)
-        if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': idle.add(parent_id(m))
+    for n,r in enumerate(requests):
+        msg_type,content = exe(r) if isinstance(r, str) else r
+        if n == 0: content = dict(content, code=gate(path) + content['code'])
+        msg = kc.session.msg(msg_type, content)
+        kc.shell_channel.send(msg)
+        ids.append(msg['header']['msg_id'])
+    replies = shell_replies(kc, [send(kc, None, msg_type='kernel_info_request')])
+    open(path, 'w').close()
+    shell_replies(kc, ids, replies)
+    pub = iopub_until_idles(kc, ids)  # requests answered on the shell thread finish first: IOPub is sorted by parent
     return [(replies[i], pub[i]) for i in ids]
 
 def check_aborted(reply, msgs):
     assert reply['msg_type'] == 'execute_reply' and reply['content'] == dict(status='aborted') and reply['metadata']['status'] == 'aborted'
     assert types(msgs) == ['status', 'status'] and [m['content']['execution_state'] for m in msgs] == ['busy', 'idle']
 
-def test_error_aborts_queued_executes(kc):
-    (r1,m1),(r2,m2),(r3,m3) = pipeline(kc, "aborted_a = 0\n1/0", "aborted_b = 1", "aborted_c = 2")
+def test_error_aborts_queued_executes(kc, tmp_path):
+    (r1,m1),(r2,m2),(r3,m3) = pipeline(kc, tmp_path/'go', "aborted_a = 0\n1/0", "aborted_b = 1", "aborted_c = 2")
     check_error(r1, m1, 'ZeroDivisionError')
     check_aborted(r2, m2)
     check_aborted(r3, m3)
@@ -232,13 +228,13 @@ def exe(code, **kw):
     "An execute_request for `pipeline`, with the fields jupyter_client sends by default."
     return 'execute_request',dict(dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False), **kw)
 
-def test_stop_on_error_false_keeps_queue(kc):
-    (r1,m1),(r2,_) = pipeline(kc, exe("1/0", stop_on_error=False), "kept = 1")
+def test_stop_on_error_false_keeps_queue(kc, tmp_path):
+    (r1,m1),(r2,_) = pipeline(kc, tmp_path/'go', exe("1/0", stop_on_error=False), "kept = 1")
     check_error(r1, m1, 'ZeroDivisionError')
     assert r2['content']['status'] == 'ok'
 
-def test_other_requests_answered_while_aborting(kc):
-    res = pipeline(kc, "1/0", ('kernel_info_request', {}), ('is_complete_request', dict(code='x = (')),
+def test_other_requests_answered_while_aborting(kc, tmp_path):
+    res = pipeline(kc, tmp_path/'go', "1/0", ('kernel_info_request', {}), ('is_complete_request', dict(code='x = (')),
                    ('complete_request', dict(code='impo', cursor_pos=4)), "not_run = 1")
     (r1,m1),(ki,_),(ic,_),(co,_),(r5,m5) = res
     check_error(r1, m1, 'ZeroDivisionError')
@@ -248,13 +244,13 @@ def test_other_requests_answered_while_aborting(kc):
     check_aborted(r5, m5)
     check_spec(ki, ic, co)
 
-def test_silent_error_does_not_abort(kc):
-    (r1,m1),(r2,_) = pipeline(kc, exe('1/0', silent=True, store_history=False), "after_silent = 1")
+def test_silent_error_does_not_abort(kc, tmp_path):
+    (r1,m1),(r2,_) = pipeline(kc, tmp_path/'go', exe('1/0', silent=True, store_history=False), "after_silent = 1")
     assert r1['content']['status'] == 'error' and types(m1) == ['status', 'error', 'status']
     assert r2['content']['status'] == 'ok'
 
-def test_execution_after_abort_runs(kc):
-    pipeline(kc, "1/0", "2")
+def test_execution_after_abort_runs(kc, tmp_path):
+    pipeline(kc, tmp_path/'go', "1/0", "2")
     assert ok(kc, "'fine'")[0]['content']['data'] == {'text/plain': "'fine'"}
 
 # ---- top-level await and the event loop ----
