@@ -80,7 +80,7 @@ def test_flags_on(tmp_path):
 
 BAD = dict(IPYMINI_USE_JEDI='maybe', IPYMINI_EXPERIMENTAL_COMPLETIONS='2', IPYMINI_STOP_ON_ERROR_TIMEOUT='soon',
            IPYMINI_CAPTURE_FD='sometimes', IPYMINI_STREAM_FLUSH_MS='fast', IPYMINI_IOPUB_HWM='0', IPYMINI_IOPUB_BUFFER_MB='-1',
-           IPYMINI_IOPUB_STALL_S='inf', IPYMINI_MAX_MESSAGE_BYTES='lots', IPYMINI_DEBUG_TIMEOUT='nan')
+           IPYMINI_IOPUB_STALL_S='inf', IPYMINI_MAX_MESSAGE_BYTES='lots', IPYMINI_DEBUG_TIMEOUT='nan', IPYMINI_ASYNCIO_RUN='perhaps')
 
 def test_bad_flag_values_warn_and_use_defaults(tmp_path):
     cm,err = started(BAD, tmp_path)
@@ -92,6 +92,8 @@ def test_bad_flag_values_warn_and_use_defaults(tmp_path):
         assert execute(kc, "'runs'")[0]['content']['status'] == 'ok'  # timeout 0: nothing queued, nothing aborted
         code = "import os\nos.system('echo from-fd-1')"  # fds still captured: the subprocess's output is the cell's
         assert 'from-fd-1' in ''.join(m['content'].get('text', '') for m in execute(kc, code)[1])
+        ok(kc, "import asyncio\nasync def f(): return 'run'\nran = asyncio.run(f())")  # asyncio.run in cells: on
+        assert value(kc, "ran") == "'run'"
         ok(kc, "from ipymini import iopub, wire, debugger")
         assert value(kc, "iopub.FLUSH_DELAY, iopub.HWM, iopub.BUFFER >> 20, iopub.STALL, wire.MAX_FRAME >> 20, debugger.TIMEOUT") \
             == '(0.01, 128, 32, 10.0, 256, 10.0)'
