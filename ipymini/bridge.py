@@ -24,7 +24,8 @@ SHIM = 'ipykernel.zmqshell'
 
 def ipykernel_module(name, **attrs):
     """Put a module `name` holding `attrs` in sys.modules, unless one is there: libraries tell a notebook kernel by ipykernel's module
-    names (tqdm looks for 'ipykernel.zmqshell' in sys.modules) and import its comm class from 'ipykernel.comm'. The package
+    names (tqdm looks for 'ipykernel.zmqshell' in sys.modules, plotly and click at the shell's and stdout's class modules) and
+    import its comm class from 'ipykernel.comm'. The package
     `ipykernel` itself is never faked: where it is installed, `import ipykernel` gives it."""
     if name in sys.modules: return sys.modules[name]
     mod = sys.modules[name] = types.ModuleType(name, f"ipymini's {', '.join(attrs)} under the name libraries import them by")
@@ -216,6 +217,7 @@ def make_shell(kernel, user_ns=None, argv=()):
         ZMQInteractiveShell.clear_instance()
         app,shell = None,ZMQInteractiveShell.instance(kernel=kernel, user_ns=user_ns)
     ipykernel_module(SHIM, ZMQInteractiveShell=ZMQInteractiveShell)
+    ipykernel_module('ipykernel.iostream', OutStream=OutStream)
     jedi = env_flag('IPYMINI_USE_JEDI')
     if jedi is not None: shell.Completer.use_jedi = jedi
     shell.experimental_completions = provisionalcompleter is not None and env_flag('IPYMINI_EXPERIMENTAL_COMPLETIONS', True)

@@ -24,6 +24,7 @@ def get_parent():
 
 class OutStream(io.TextIOBase):
     "A text stream whose writes become IOPub `stream` messages, batched by the IOPub thread."
+    __module__ = 'ipykernel.iostream'  # click keeps its colours for a stream of this module, as in ipykernel (see bridge.ipykernel_module)
     def __init__(self, name, iopub, fd=None):
         self._name,self.iopub,self._fd = name,iopub,fd
         self._order = iopub.order.append  # the list is never replaced: flushes delete from it

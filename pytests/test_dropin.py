@@ -285,3 +285,8 @@ def test_library_notebook_as_ipykernel(tmp_path, monkeypatch):
     for code,a,b in zip(LIBRARY_CELLS, mini, ref): assert a == b, code
     assert mini[1][-1] == ('display_data', ('application/vnd.jupyter.widget-view+json', 'text/plain'))
     assert mini[3] == [('display_data', ('application/vnd.plotly.v1+json',))] and mini[7] == [('stream', 'stderr')]
+
+def test_click_keeps_its_colours(both):
+    "click strips ANSI colours unless it writes to a terminal or to ipykernel's stream class."
+    outs = ok(both[1], "import click\nclick.secho('coloured', fg='red')")
+    assert text(outs) == "\x1b[31mcoloured\x1b[0m\n"
