@@ -97,6 +97,7 @@ class TkLoop(Gui):
         super().__init__(loop, gui)
         import tkinter
         self.tcl,self.ready = tkinter.Tcl(),False  # no window of its own: windows the user opens get their events from the same loop
+        if not hasattr(self.tcl.tk, 'createfilehandler'): self.fd = None  # Windows' Tcl watches no fds: poll
         if self.fd is not None: self.tcl.tk.createfilehandler(self.fd, tkinter.READABLE, self._set)
 
     def _set(self, *args): self.ready = True
@@ -136,13 +137,15 @@ class WxLoop(Gui):
     name = 'wx'
     def __init__(self, loop, gui):
         super().__init__(loop, gui)
-        import signal, wx
-        self.wx,self.fd = wx,None
-        self.app = wx.App.Get() or wx.App(redirect=False)
+        import signal
+        handler = signal.getsignal(signal.SIGINT)
+        try:
+            import wx
+            self.fd,self.app = None,wx.App.Get() or wx.App(redirect=False)
+        finally: signal.signal(signal.SIGINT, handler)  # wx on GTK resets it: the kernel's interrupts would end the process
         self.evloop = wx.GUIEventLoop()
         self.timer = wx.Timer()
         self.timer.Bind(wx.EVT_TIMER, lambda e: self.evloop.Exit())
-        if not callable(signal.getsignal(signal.SIGINT)): signal.signal(signal.SIGINT, signal.default_int_handler)  # wx on GTK resets it
 
     def wait(self, timeout):
         self.timer.StartOnce(_ms(self.poll_timeout(timeout)))

@@ -17,6 +17,7 @@ def tick():
 """
 TICKERS = dict(qt=TICK + "from PyQt6.QtCore import QTimer\ntimer = QTimer()\ntimer.timeout.connect(tick)\ntimer.start(2)",
                gtk3=TICK + "from gi.repository import GLib\nGLib.timeout_add(2, lambda: tick() or True)",
+               wx=TICK + "import wx\ntimer = wx.Timer()\ntimer.Bind(wx.EVT_TIMER, lambda e: tick())\ntimer.Start(2)",
                tk=TICK.replace("ticks += 1", "ticks += 1\n    root.after(2, tick)") +
                   "import tkinter\nroot = tkinter.Tk()\ntkinter.Label(root, text='ipymini').pack()\nroot.after(2, tick)")
 
@@ -86,9 +87,8 @@ def test_gui_off_and_errors(kc):
     # nothing of a toolkit (or of this module) loads with the kernel
     assert stdout(ok(kc, "import sys; print([m for m in ('ipymini.eventloops', 'PyQt6', 'PyQt5', 'PySide6', 'tkinter', 'gi', 'wx') if m in sys.modules])")) == '[]\n'
     for line in ('%gui asyncio', '%gui', '%matplotlib inline', '%gui inline'): assert outputs(ok(kc, line)) == []
-    assert importlib.util.find_spec('wx') is None, "these tests take wx for a toolkit that is not installed"
-    for line,evalue in [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"),
-                        ('%matplotlib wx', "%matplotlib wx: No module named 'wx'"),
+    missing = [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"), ('%matplotlib wx', "%matplotlib wx: No module named 'wx'")]
+    for line,evalue in (missing if importlib.util.find_spec('wx') is None else []) + [
                         ('%gui nonsense', "unknown GUI 'nonsense'; use one of gtk, gtk3, gtk4, qt, qt5, qt6, tk, wx, or, for no event loop, "
                                           "agg, asyncio, inline, ipympl, nbagg, notebook, webagg, widget")]:
         reply,msgs = execute(kc, line)
@@ -132,6 +132,13 @@ def test_gtk_timer_fires_between_cells():
     if importlib.util.find_spec('gi') is None: pytest.skip("PyGObject is not installed")
     with start_kernel() as (km,kc):
         check_loop(kc, 'gtk3')
+        check_shutdown(km, kc)
+
+def test_wx_timer_fires_between_cells(display):
+    "wx, where wxPython is installed."
+    if importlib.util.find_spec('wx') is None: pytest.skip("wxPython is not installed")
+    with start_kernel(env=dict(DISPLAY=display)) as (km,kc):
+        check_loop(kc, 'wx')
         check_shutdown(km, kc)
 
 def idle_cpu(km, seconds=10):
