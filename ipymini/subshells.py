@@ -2,7 +2,7 @@
 
 The parent subshell runs on the main thread; child subshells (JEP 91) each get a thread, a loop, an execution count and
 the IPython per-cell state of their own (see `PerSubshell`), and share the user namespace with the parent."""
-import asyncio, contextlib, ctypes, fnmatch, logging, sys, threading, uuid, weakref
+import asyncio, contextlib, contextvars, ctypes, fnmatch, logging, sys, threading, uuid, weakref
 from collections import deque
 from IPython.core.payload import PayloadManager
 from .streams import current_parent
@@ -134,6 +134,16 @@ class PerSubshell:
         if st is None: self.parent_set(obj, value)
         else: st[self.name] = value
 
+class PerCell:
+    """A class attribute whose value is the running cell's own: a contextvar, so each runner task (one per cell that unlocked its
+    queue, see `Subshell.unlock`) and what it starts see the value set there. None until set."""
+    def __init__(self, cls, name):
+        self.var = contextvars.ContextVar(f'ipymini.{name}', default=None)
+        setattr(cls, name, self)
+
+    def __get__(self, obj, cls=None): return self if obj is None else self.var.get()
+    def __set__(self, obj, value): self.var.set(value)
+
 class _Discard(dict):
     "A mapping that keeps nothing."
     def __getitem__(self, k): return []
@@ -167,12 +177,14 @@ class ChildHistory:
     def __getattr__(self, name): return getattr(self.hm, name)
 
 SHELL_STATE = ('execution_count', 'payload_manager', 'history_manager', '_last_traceback', 'last_execution_succeeded', 'last_execution_result')
-HOOK_STATE = ('exec_result', 'content', '_is_active', 'cache_size')
+HOOK_STATE = ('content', '_is_active', 'cache_size')
 
 def _per_subshell_state(shell):
     "Make the shell's and displayhook's per-cell attributes per subshell; enter IPython's traps once for the whole process."
     for n in SHELL_STATE: PerSubshell(type(shell), n)
     for n in HOOK_STATE: PerSubshell(type(shell.displayhook), n)
+    # the ExecutionResult a cell's value and errors go to: a cell that unlocked its queue keeps its own while later cells run
+    PerCell(type(shell.displayhook), 'exec_result')
     # Several threads run cells: the traps' enter/exit counting would undo the builtins and displayhook under a running cell
     shell.builtin_trap.__enter__()
     shell.display_trap.__enter__()
@@ -181,7 +193,7 @@ def _child_state(shell):
     # cache_size=0: `_`, `__`, `_N` and Out stay the parent's
     return dict(execution_count=1, payload_manager=PayloadManager(parent=shell), history_manager=ChildHistory(shell.history_manager),
                 _last_traceback=None, last_execution_succeeded=True, last_execution_result=None,
-                exec_result=None, content=None, _is_active=False, cache_size=0)
+                content=None, _is_active=False, cache_size=0)
 
 class ChildSubshell(Subshell):
     "A subshell with a thread and asyncio loop of its own; deleting it stops it after interrupting a running cell."

@@ -54,6 +54,16 @@ def test_interrupt_reaches_an_unlocked_cell(kc, where):
     assert [e['ename'] for e in errs] == ['KeyboardInterrupt']
     assert run(kc, where, "'still serving'")[0]['content']['status'] == 'ok'
 
+def test_unlocked_cell_keeps_its_outcome(kc, where):
+    "Interrupted after a later cell ran, a cell that unlocked its queue reports KeyboardInterrupt in its reply as in its error."
+    a = send(kc, where, "import asyncio\nfrom ipymini import unlock\nunlock()\nprint('waiting')\nawait asyncio.sleep(60)")
+    wait_stream(kc, a, 'waiting')
+    assert run(kc, where, "'b'")[0]['content']['status'] == 'ok'
+    assert interrupt(kc)['content'] == dict(status='ok')
+    c = get_reply(kc, a)['content']
+    errs = [m['content'] for m in iopub_until_idle(kc, a) if m['msg_type'] == 'error']
+    assert c['ename'] == 'KeyboardInterrupt' and errs == [dict(ename=c['ename'], evalue=c['evalue'], traceback=c['traceback'])]
+
 def test_error_after_unlock_aborts_nothing(kc, tmp_path):
     a = send(kc, None, "import asyncio\nfrom ipymini import unlock\nev,a_runner = asyncio.Event(),asyncio.current_task()\nunlock()\n"
                        "print('waiting')\nawait ev.wait()\n1/0")
