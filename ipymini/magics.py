@@ -1,16 +1,10 @@
 """The magics ipykernel adds to IPython's: %connect_info, %qtconsole, %autosave, %edit (%ed), %clear, %less, %more, %man, %subshell;
 and %gui and %matplotlib, whose failure to load a toolkit is one UsageError line in the cell (IPython's %gui logs it, which a kernel's
 user may never see, and %matplotlib shows a traceback)."""
-import importlib.util, json, os, subprocess, sys, threading
-from pathlib import Path
+import os, sys, threading
 from IPython.core import page
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
-from IPython.core.magics import CodeMagics, MacroToEdit
-from IPython.core.magics.basic import BasicMagics
-from IPython.core.magics.pylab import PylabMagics
-from IPython.utils import openpy
-from IPython.utils.process import arg_split
 
 __all__ = ['KernelMagics', 'setup']
 
@@ -21,29 +15,38 @@ class KernelMagics(Magics):
 
     @line_magic
     def gui(self, parameter_s=''):
+        """Run a GUI toolkit's event loop whenever no cell runs, so its windows and timers stay alive: `%gui qt` (or qt5, qt6),
+        `%gui tk`, `%gui gtk3` (gtk, gtk4), `%gui wx`. `%gui` alone turns it off; `%gui asyncio` needs nothing (the kernel's loop
+        is asyncio's). A toolkit that cannot load is one UsageError line."""
         _,arg = self.parse_options(parameter_s, '')
         self.shell.enable_gui(arg or None)
-    gui.__doc__ = BasicMagics.gui.__doc__
 
+    _pylab = None
     @line_magic
     def matplotlib(self, line=''):
+        """IPython's %matplotlib (`%matplotlib -l` lists the backends): `inline` draws figures into the cell, `qt` or `tk` opens
+        windows (with `%gui` of that toolkit), `widget`/`ipympl` draws in the front end. A toolkit that cannot load is one UsageError
+        line, and is not kept as the session's choice."""
+        if self._pylab is None:
+            from IPython.core.magics.pylab import PylabMagics  # loaded at first use, as IPython loads its own magics
+            self._pylab = PylabMagics(self.shell)
         before = self.shell.pylab_gui_select
-        try: return self.shell.magics_manager.registry['PylabMagics'].matplotlib(line)
-        except ImportError as e:  # matplotlib's: the toolkit is missing, or no display for it
-            self.shell.pylab_gui_select = before  # a toolkit that failed to load is not the session's choice
+        try: return self._pylab.matplotlib(line)
+        except ImportError as e:  # matplotlib's: the toolkit is missing, or there is no display for it
+            self.shell.pylab_gui_select = before
             raise UsageError(f"%matplotlib {line.strip()}: {e}") from None
-    matplotlib.__doc__ = PylabMagics.matplotlib.__doc__
 
     @line_magic
     def edit(self, parameter_s='', last_call=None):
         """Ask the front end to open a file in its editor: `%edit name` (an object's source file, at its line), `%edit file.py`, `%edit 1-5`
         (history lines, in a new file). Options as in IPython's %edit: -n LINE, -p (what the last %edit opened), -r (raw history).
         The edited code is not run when the editor closes: the kernel cannot tell when that is."""
+        from IPython.core.magics import CodeMagics, MacroToEdit
         opts,args = self.parse_options(parameter_s, 'prn:')
         try: filename,lineno,_ = CodeMagics._find_edit_target(self.shell, args, opts, last_call or ['', ''])
         except MacroToEdit: return print("%edit cannot edit a macro through a front end: print the macro and edit its text in a cell")
         # an absolute path: the front end's working directory may not be the kernel's
-        self.shell.payload_manager.write_payload(dict(source='edit_magic', filename=str(Path(filename).resolve()), line_number=lineno))
+        self.shell.payload_manager.write_payload(dict(source='edit_magic', filename=os.path.realpath(filename), line_number=lineno))
 
     @line_magic
     def clear(self, arg_s):
@@ -54,8 +57,11 @@ class KernelMagics(Magics):
     def less(self, arg_s):
         "Show a file in the front end's pager; .py files are syntax-highlighted."
         if not arg_s: raise UsageError("Missing filename.")
-        if arg_s.endswith('.py'): text = self.shell.pycolorize(openpy.read_py_file(arg_s, skip_encoding_cookie=False))
-        else: text = Path(arg_s).read_text()
+        if arg_s.endswith('.py'):
+            from IPython.utils import openpy
+            text = self.shell.pycolorize(openpy.read_py_file(arg_s, skip_encoding_cookie=False))
+        else:
+            with open(arg_s) as f: text = f.read()
         page.page(text)
 
     more = line_magic('more')(less)
@@ -70,10 +76,12 @@ class KernelMagics(Magics):
     def connect_info(self, arg_s):
         "Print this kernel's connection file and how another client (e.g. `jupyter console --existing`) attaches to it."
         cf = getattr(self.kernel, 'connection_file', None)
-        try: info = Path(cf).read_text()
+        try:
+            with open(cf) as f: info = f.read()
         except (OSError, TypeError) as e: return print(f"cannot read the connection file {cf!r}: {e}", file=sys.stderr)
         from jupyter_core.paths import jupyter_runtime_dir
-        name = Path(cf).name if str(Path(cf).resolve().parent) == str(Path(jupyter_runtime_dir()).resolve()) else cf
+        # in the runtime folder, where `--existing` looks, its name is enough
+        name = os.path.basename(cf) if os.path.dirname(os.path.realpath(cf)) == os.path.realpath(jupyter_runtime_dir()) else cf
         print(info + "\n")
         print(f"Paste the above JSON into a file, and connect with:\n    $> jupyter <app> --existing <file>\nor, if you are local, "
               f"you can connect with just:\n    $> jupyter <app> --existing {name}\nor even just:\n    $> jupyter <app> --existing\n"
@@ -82,6 +90,8 @@ class KernelMagics(Magics):
     @line_magic
     def qtconsole(self, arg_s):
         "Open a Jupyter QtConsole attached to this kernel (extra arguments go to its command line)."
+        import importlib.util, subprocess
+        from IPython.utils.process import arg_split
         cf = getattr(self.kernel, 'connection_file', None)
         if importlib.util.find_spec('qtconsole') is None: return print("%qtconsole: qtconsole is not installed (pip install qtconsole)", file=sys.stderr)
         if not cf: return print("%qtconsole: this kernel has no connection file to attach to", file=sys.stderr)

@@ -115,3 +115,13 @@ def test_lsmagic(kc):
         ref.stop_channels()
         km.shutdown_kernel(now=True)
     assert listed == stdout([dict(msg_type=t, content=c) for t,c in ref_out])
+
+def test_outrank_ipython_magics_loaded_later(kc, tmp_path):
+    "IPython loads its magic classes at first use (9.x): loading the ones that also define %gui, %matplotlib and %edit keeps the kernel's."
+    for line in ('%precision 3', '%precision', '%pylab?', '%load?'): ok(kc, line)
+    usage_error(kc, '%gui nonsense', "unknown GUI 'nonsense'; use one of gtk, gtk3, gtk4, qt, qt5, qt6, tk, wx, or, for no event loop, "
+                                     "agg, asyncio, inline, ipympl, nbagg, notebook, webagg, widget")
+    f = tmp_path / 'again.py'
+    f.write_text('a = 1\n')
+    reply,_ = ok(kc, f'%edit {f}')
+    assert reply['payload'] == [dict(source='edit_magic', filename=str(f.resolve()), line_number=None)]
