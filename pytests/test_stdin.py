@@ -56,7 +56,7 @@ def test_raw_input_on_kernel(kc):
     reply,msgs = finish(kc, msg_id)
     assert stdout(msgs) == 'onetwo\n'
 
-@pytest.mark.parametrize('code,caller', [("input('x')", 'input'), ("import getpass; getpass.getpass()", 'getpass')])
+@pytest.mark.parametrize('code,caller', [("input('x')", 'raw_input'), ("import getpass; getpass.getpass()", 'getpass')])
 def test_no_stdin(kc, code, caller):
     reply,msgs = execute(kc, code, allow_stdin=False, stop_on_error=False)
     c = reply['content']
