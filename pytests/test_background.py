@@ -117,7 +117,8 @@ def test_deleted_subshell_waits_for_every_unlocked_cell(kc):
     wait_stream(kc, a, 'waiting')
     # B unlocks too, then A ends: the thread's loop is left running the third runner while B awaits in the second; cancelled, B
     # takes several turns of the loop to end, and the third runner ends at once
-    b = send(kc, sid, "unlock()\nprint('waiting')\ntry: await asyncio.sleep(60)\nfinally:\n    for _ in range(10): await asyncio.sleep(0)\n    print('cleaned up')")
+    b = send(kc, sid, "unlock()\nprint('waiting')\ntry: await asyncio.sleep(60)\n"
+                      "finally:\n    for _ in range(10): await asyncio.sleep(0)\n    print('cleaned up')")
     seen = wait_stream(kc, b, 'waiting')
     c = send(kc, sid, "ev.set()")
     replies,_ = collect(kc, [a, c])
@@ -160,7 +161,8 @@ def test_subshell_routes_this_clients_later_requests(kernel, kc):
 
 def test_subshell_serves_its_queue_before_ending(kc, tmp_path):
     "Requests routed to the temporary subshell while the body ran are served after it ends, in order."
-    a = send(kc, None, "import asyncio, threading\nfrom ipymini import subshell\nev3,left,loop = asyncio.Event(),threading.Event(),asyncio.get_running_loop()\n"
+    a = send(kc, None, "import asyncio, threading\nfrom ipymini import subshell\n"
+                       "ev3,left,loop = asyncio.Event(),threading.Event(),asyncio.get_running_loop()\n"
                        "with subshell():\n    print('routing')\n    await ev3.wait()\nleft.set()")
     wait_stream(kc, a, 'routing')
     # B, on the temporary subshell, ends A's body and goes on until A has left it (the subshell is closing); C is queued behind B

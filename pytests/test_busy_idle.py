@@ -79,7 +79,8 @@ def test_executes_run_fail_and_abort(kc, seen, tmp_path):
     settle(kc, seen)
     check(seen, [*ok, failing, *aborted])
 
-@pytest.mark.parametrize('code', ["import time\nprint('started')\nwhile True: time.sleep(0.001)", "import asyncio\nprint('started')\nawait asyncio.sleep(60)",
+@pytest.mark.parametrize('code', ["import time\nprint('started')\nwhile True: time.sleep(0.001)",
+                                  "import asyncio\nprint('started')\nawait asyncio.sleep(60)",
                                   "import asyncio\nfrom ipymini import unlock\nunlock()\nprint('started')\nawait asyncio.sleep(60)"],
                          ids=['sync', 'async', 'unlocked'])
 @pytest.mark.parametrize('where', ['parent', 'child'])
@@ -105,8 +106,9 @@ def test_deleted_subshell(kc, seen):
     d = send_control(kc, 'delete_subshell_request', subshell_id=sid)
     assert get_reply(kc, d, 'control')['content'] == dict(status='ok')
     after = [send(kc, sid, "'never'"), request(kc, 'kernel_info_request', sid), request(kc, 'comm_msg', sid, comm_id='x', data={})]
-    replies = shell_replies(kc, [unlocked, running, queued[0], *after[:2]])
-    assert [replies[i]['content']['ename'] for i in [unlocked, running, queued[0], *after[:2]]] == ['KeyboardInterrupt'] * 2 + ['SubshellNotFound'] * 3
+    answered = [unlocked, running, queued[0], *after[:2]]
+    replies = shell_replies(kc, answered)
+    assert [replies[i]['content']['ename'] for i in answered] == ['KeyboardInterrupt'] * 2 + ['SubshellNotFound'] * 3
     seen.idle(d, unlocked, running, *queued, *after)
     # the subshell's thread is gone: nothing of it can still publish
     name = f'ipymini-subshell-{sid[:8]}'

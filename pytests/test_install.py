@@ -72,4 +72,5 @@ def test_install_accepts_every_valid_character(tmp_path):
     name = 'Py-3.11_mini'
     p = run('-m', 'ipymini', 'install', '--prefix', str(tmp_path), '--name', name)
     assert p.returncode == 0 and p.stdout == f"Installed kernelspec {name} in {tmp_path/'share'/'jupyter'/'kernels'/name}\n"
-    assert kernelspecs(dict(JUPYTER_PATH=str(tmp_path/'share'/'jupyter')))[name.lower()]['resource_dir'] == str(tmp_path/'share'/'jupyter'/'kernels'/name)
+    dest = tmp_path/'share'/'jupyter'/'kernels'/name
+    assert kernelspecs(dict(JUPYTER_PATH=str(tmp_path/'share'/'jupyter')))[name.lower()]['resource_dir'] == str(dest)
