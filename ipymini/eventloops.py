@@ -61,12 +61,30 @@ def _choose_qt(gui):
     for env,mod in zip(api[::2], api[1::2]):
         if importlib.util.find_spec(mod) is not None: return os.environ.__setitem__('QT_API', env)
 
+QT_PROBE = "from IPython.external.qt_for_kernel import QtGui; QtGui.QApplication([' '])"
+
+def check_qt(gui='qt'):
+    "Raise RuntimeError where Qt would abort this process on starting (a platform plugin without its system libraries, no display)."
+    _choose_qt(gui)
+    from IPython.external.qt_for_kernel import QtGui
+    if QtGui.QApplication.instance() is None: _probe_qt()  # else Qt runs already
+
+def _probe_qt():
+    "Start a QApplication in a child process: Qt that cannot start aborts the process trying, with no exception to catch."
+    import subprocess
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(p for p in sys.path if p)}  # the child finds the modules this process does
+    try: r = subprocess.run([sys.executable, '-c', QT_PROBE], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e: return log.warning("could not check that Qt starts: %s", e)
+    if r.returncode == 0: return
+    said = next((l.strip() for l in r.stderr.splitlines() if l.strip()), f"exit status {r.returncode}")
+    raise RuntimeError(f"Qt would abort the kernel: {said}")
+
 class QtLoop(Gui):
     "Qt: a QEventLoop that a QSocketNotifier on the asyncio loop's fd, or a single-shot timer, quits."
     name = 'qt'
     def __init__(self, loop, gui):
         super().__init__(loop, gui)
-        _choose_qt(gui)
+        check_qt(gui)
         from IPython.external.qt_for_kernel import QtCore, enum_helper
         from IPython.lib.guisupport import get_app_qt4
         self.app = get_app_qt4([' '])

@@ -30,7 +30,12 @@ class KernelMagics(Magics):
         if self._pylab is None:
             from IPython.core.magics.pylab import PylabMagics  # loaded at first use, as IPython loads its own magics
             self._pylab = PylabMagics(self.shell)
-        before = self.shell.pylab_gui_select
+        before,arg = self.shell.pylab_gui_select,(line.split() or [''])[-1].lower()
+        if arg.startswith('qt'):  # before matplotlib switches to a Qt backend, whose first figure would abort a Qt that cannot start
+            from .eventloops import check_qt
+            try: check_qt(arg if arg in ('qt5', 'qt6') else 'qt')
+            except ImportError: pass  # no Qt binding: matplotlib says so
+            except RuntimeError as e: raise UsageError(f"%matplotlib {line.strip()}: {e}") from None
         try: return self._pylab.matplotlib(line)
         except ImportError as e:  # matplotlib's: the toolkit is missing, or there is no display for it
             self.shell.pylab_gui_select = before

@@ -101,6 +101,16 @@ def test_gui_off_and_errors(kc):
     assert (reply['content']['ename'],reply['content']['evalue']) == ('UsageError', "%gui tk must run in the main subshell: the GUI loop runs on the main thread")
     control(kc, 'delete_subshell_request', subshell_id=sid)
 
+def test_qt_that_cannot_start():
+    "Qt aborts a process whose platform plugin cannot load: the kernel finds out in a child process and says so in one line."
+    with start_kernel(env=dict(QT_QPA_PLATFORM='nowhere')) as (km,kc):
+        said = 'Qt would abort the kernel: qt.qpa.plugin: Could not find the Qt platform plugin "nowhere" in ""'
+        for line,evalue in (('%gui qt', f'%gui qt: cannot start the qt event loop: {said}'), ('%matplotlib qt', f'%matplotlib qt: {said}')):
+            reply,msgs = execute(kc, line)
+            assert (reply['content']['ename'],reply['content']['evalue']) == ('UsageError', evalue)
+        # matplotlib kept its backend, so a figure does not start Qt
+        assert stdout(ok(kc, 'import matplotlib\nprint(matplotlib.get_backend())')) == 'module://matplotlib_inline.backend_inline\n'
+
 @pytest.fixture(scope='module')
 def display():
     "An Xvfb display for Tk (on the first free display number, which Xvfb reports when it is ready)."
