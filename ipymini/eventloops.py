@@ -64,7 +64,7 @@ def _choose_qt(gui):
 QT_PROBE = "from IPython.external.qt_for_kernel import QtGui; QtGui.QApplication([' '])"
 
 def check_qt(gui='qt'):
-    "Raise RuntimeError where Qt would abort this process on starting (a platform plugin without its system libraries, no display)."
+    "Raise RuntimeError where Qt would abort this process as it starts (a platform plugin without its system libraries, no display)."
     _choose_qt(gui)
     from IPython.external.qt_for_kernel import QtGui
     if QtGui.QApplication.instance() is None: _probe_qt()  # else Qt runs already
@@ -179,15 +179,19 @@ def current(loop):
     return sel.gui if isinstance(sel, GuiSelector) else None
 
 def disable(loop):
+    "Stop running a toolkit's loop while `loop` waits (its windows stay, and stop answering)."
     sel = loop._selector
     if isinstance(sel, GuiSelector): loop._selector = sel.sel
 
 def enable_gui(loop, gui):
-    "Run toolkit `gui`'s event loop whenever asyncio loop `loop` waits; a name in NO_LOOP (or None) turns it off. ValueError names a problem."
+    "Run toolkit `gui`'s event loop whenever asyncio loop `loop` waits; a name in NO_LOOP (or None) turns it off. ValueError: why not."
     if gui in NO_LOOP: return disable(loop)
     if gui in ('osx', 'macosx'): raise ValueError("the macOS event loop is not supported by ipymini; use %gui qt or %gui tk")
-    if gui not in LOOPS: raise ValueError(f"unknown GUI {gui!r}; use one of {', '.join(sorted(LOOPS))}, or, for no event loop, {', '.join(sorted(NO_LOOP - {None}))}")
-    if threading.current_thread() is not threading.main_thread(): raise ValueError(f"%gui {gui} must run in the main subshell: the GUI loop runs on the main thread")
+    if gui not in LOOPS:
+        known,off = ', '.join(sorted(LOOPS)),', '.join(sorted(NO_LOOP - {None}))
+        raise ValueError(f"unknown GUI {gui!r}; use one of {known}, or, for no event loop, {off}")
+    if threading.current_thread() is not threading.main_thread():
+        raise ValueError(f"%gui {gui} must run in the main subshell: the GUI loop runs on the main thread")
     cls,cur = LOOPS[gui],current(loop)
     if cur is not None:
         if isinstance(cur, cls) and (cur.gui == gui or {cur.gui, gui} & {'qt', 'gtk'}): return  # `qt` is whichever Qt is on

@@ -98,11 +98,12 @@ class KernelMagics(Magics):
         import importlib.util, subprocess
         from IPython.utils.process import arg_split
         cf = getattr(self.kernel, 'connection_file', None)
-        if importlib.util.find_spec('qtconsole') is None: return print("%qtconsole: qtconsole is not installed (pip install qtconsole)", file=sys.stderr)
+        if importlib.util.find_spec('qtconsole') is None:
+            return print("%qtconsole: qtconsole is not installed (pip install qtconsole)", file=sys.stderr)
         if not cf: return print("%qtconsole: this kernel has no connection file to attach to", file=sys.stderr)
         # a session of its own: interrupting the kernel's process group must not reach the console
-        subprocess.Popen([sys.executable, '-c', 'from qtconsole.qtconsoleapp import main; main()', '--existing', cf, *arg_split(arg_s, os.name == 'posix')],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        cmd = [sys.executable, '-c', 'from qtconsole.qtconsoleapp import main; main()', '--existing', cf, *arg_split(arg_s, os.name == 'posix')]
+        subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
     @line_magic
     def autosave(self, arg_s):

@@ -21,6 +21,8 @@ TICKERS = dict(qt=TICK + "from PyQt6.QtCore import QTimer\ntimer = QTimer()\ntim
                tk=TICK.replace("ticks += 1", "ticks += 1\n    root.after(2, tick)") +
                   "import tkinter\nroot = tkinter.Tk()\ntkinter.Label(root, text='ipymini').pack()\nroot.after(2, tick)")
 
+FIGURE = "import matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)"
+
 def ok(kc, code, **kw):
     "Run `code`, assert it succeeded; its IOPub messages."
     reply,msgs = execute(kc, code, **kw)
@@ -43,8 +45,8 @@ def check_loop(kc, gui):
     assert [replies[i]['content']['status'] for i in ids] == ['ok'] * len(ids)
     assert 'os' in replies[ids[-2]]['content']['matches']
     ticks_between_cells(kc, 'watch = ticks + 5')
-    for code in ('import asyncio\nprint("waiting", flush=True)\nawait asyncio.sleep(60)', 'import time\nprint("waiting", flush=True)\ntime.sleep(60)'):
-        mid = kc.execute(code)
+    for wait in ('await asyncio.sleep(60)', 'time.sleep(60)'):
+        mid = kc.execute(f'import asyncio, time\nprint("waiting", flush=True)\n{wait}')
         wait_stream(kc, mid, 'waiting')
         assert interrupt(kc)['content']['status'] == 'ok'
         reply = get_reply(kc, mid)['content']
@@ -77,17 +79,18 @@ def test_qt_timer_fires_between_cells():
         assert get_reply(kc, mid)['content']['status'] == 'ok'
         wait_stderr(kc, mid, 'ZeroDivisionError: division by zero')
         ticks_between_cells(kc, 'watch = ticks + 5')
-        msgs = ok(kc, '%matplotlib qt\nimport matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)')
-        assert 'FigureManagerQT qt' in stdout(msgs)
+        assert 'FigureManagerQT qt' in stdout(ok(kc, '%matplotlib qt\n' + FIGURE))
         ok(kc, 'plt.close(fig)')
         check_shutdown(km, kc)
 
 def test_gui_off_and_errors(kc):
     "`%gui` turns the loop off; front-end backends need none; an unknown toolkit or a missing one is one UsageError line."
     # nothing of a toolkit (or of this module) loads with the kernel
-    assert stdout(ok(kc, "import sys; print([m for m in ('ipymini.eventloops', 'PyQt6', 'PyQt5', 'PySide6', 'tkinter', 'gi', 'wx') if m in sys.modules])")) == '[]\n'
+    mods = ('ipymini.eventloops', 'PyQt6', 'PyQt5', 'PySide6', 'tkinter', 'gi', 'wx')
+    assert stdout(ok(kc, f"import sys; print([m for m in {mods} if m in sys.modules])")) == '[]\n'
     for line in ('%gui asyncio', '%gui', '%matplotlib inline', '%gui inline'): assert outputs(ok(kc, line)) == []
-    missing = [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"), ('%matplotlib wx', "%matplotlib wx: No module named 'wx'")]
+    missing = [('%gui wx', "%gui wx: wx (wxPython) is not installed (No module named 'wx')"),
+               ('%matplotlib wx', "%matplotlib wx: No module named 'wx'")]
     for line,evalue in (missing if importlib.util.find_spec('wx') is None else []) + [
                         ('%gui nonsense', "unknown GUI 'nonsense'; use one of gtk, gtk3, gtk4, qt, qt5, qt6, tk, wx, or, for no event loop, "
                                           "agg, asyncio, inline, ipympl, nbagg, notebook, webagg, widget")]:
@@ -98,7 +101,8 @@ def test_gui_off_and_errors(kc):
     # a child subshell runs on a thread of its own: the toolkit's loop belongs on the main thread
     sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
     reply,_ = run(kc, sid, '%gui tk')
-    assert (reply['content']['ename'],reply['content']['evalue']) == ('UsageError', "%gui tk must run in the main subshell: the GUI loop runs on the main thread")
+    evalue = "%gui tk must run in the main subshell: the GUI loop runs on the main thread"
+    assert (reply['content']['ename'],reply['content']['evalue']) == ('UsageError', evalue)
     control(kc, 'delete_subshell_request', subshell_id=sid)
 
 def test_qt_that_cannot_start():
@@ -132,8 +136,7 @@ def display():
 def test_tk_timer_fires_between_cells(display):
     with start_kernel(env=dict(DISPLAY=display)) as (km,kc):
         check_loop(kc, 'tk')
-        msgs = ok(kc, '%matplotlib tk\nimport matplotlib.pyplot as plt\nfig = plt.figure()\nprint(type(fig.canvas.manager).__name__, get_ipython().active_eventloop)')
-        assert 'FigureManagerTk tk' in stdout(msgs)
+        assert 'FigureManagerTk tk' in stdout(ok(kc, '%matplotlib tk\n' + FIGURE))
         ok(kc, 'plt.close(fig)')
         check_shutdown(km, kc)
 
