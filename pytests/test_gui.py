@@ -134,6 +134,9 @@ def display():
         proc.wait(TIMEOUT)
 
 def test_tk_timer_fires_between_cells(display):
+    if importlib.util.find_spec('_tkinter') is None:
+        if os.environ.get('CI'): pytest.fail("this Python has no tkinter (Debian: apt-get install python3-tk)", pytrace=False)
+        pytest.skip("this Python has no tkinter")
     with start_kernel(env=dict(DISPLAY=display)) as (km,kc):
         check_loop(kc, 'tk')
         assert 'FigureManagerTk tk' in stdout(ok(kc, '%matplotlib tk\n' + FIGURE))
