@@ -1,9 +1,9 @@
 """The magics ipykernel adds to IPython's, asserted on their messages: stream text, display_data, payloads, UsageErrors."""
-import importlib.util, os, re, shutil, pytest
+import importlib.util, json, os, re, shutil, time, pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.paths import jupyter_runtime_dir
 from jupyter_client.manager import KernelManager
-from kernel_utils import execute, outputs, stdout, TIMEOUT
+from kernel_utils import execute, outputs, stdout, start_kernel, TIMEOUT
 
 KERNEL_MAGICS = {'autosave', 'clear', 'connect_info', 'ed', 'edit', 'gui', 'less', 'man', 'more', 'qtconsole', 'subshell'}
 
@@ -49,6 +49,28 @@ def test_qtconsole(kc):
     if importlib.util.find_spec('qtconsole') is not None: pytest.skip("qtconsole is installed: %qtconsole would open a window")
     _,out = ok(kc, '%qtconsole')
     assert out == [('stream', dict(name='stderr', text="%qtconsole: qtconsole is not installed (pip install qtconsole)\n"))]
+
+FAKE_QTCONSOLE = """import json, os, sys
+def main():
+    out = os.environ['FAKE_QTCONSOLE_OUT']
+    with open(out + '.tmp', 'w') as f: json.dump(dict(argv=sys.argv[1:], sid=os.getsid(0), pid=os.getpid()), f)
+    os.rename(out + '.tmp', out)
+"""
+
+def test_qtconsole_starts(tmp_path):
+    "With qtconsole installed (a stand-in here), %qtconsole starts it on this kernel's connection file, in a session of its own."
+    (tmp_path / 'qtconsole').mkdir()
+    (tmp_path / 'qtconsole' / '__init__.py').write_text('')
+    (tmp_path / 'qtconsole' / 'qtconsoleapp.py').write_text(FAKE_QTCONSOLE)
+    out = tmp_path / 'started.json'
+    with start_kernel(env=dict(PYTHONPATH=str(tmp_path), FAKE_QTCONSOLE_OUT=str(out))) as (km,kc):
+        assert ok(kc, '%qtconsole --style=monokai')[1] == []
+        deadline = time.monotonic() + TIMEOUT
+        while not out.exists():  # the file the stand-in writes
+            assert time.monotonic() < deadline, "qtconsole was not started"
+            time.sleep(0.01)
+        got = json.loads(out.read_text())
+        assert got['argv'] == ['--existing', km.connection_file, '--style=monokai'] and got['sid'] == got['pid']
 
 @pytest.mark.skipif(shutil.which('clear') is None, reason="no clear command")
 def test_clear(kc): assert ok(kc, '%clear')[1] == [('stream', dict(name='stdout', text='\x1b[H\x1b[2J'))]
