@@ -67,8 +67,9 @@ def test_unknown_target_is_closed(kc):
     assert comms_of(msgs) == [('comm_close', dict(data={}, comm_id=cid), [])]
 
 def test_msg_to_unknown_comm_is_ignored(kc):
+    "The comm package's warning reaches the message's stderr, as in ipykernel (whose root logger, like ipymini's, has no handler)."
     msgs = comm_send(kc, 'comm_msg', comm_id='nope', data={})
-    assert types(msgs) == ['status', 'status']
+    assert types(msgs) == ['status', 'stream', 'status'] and msgs[1]['content'] == dict(name='stderr', text='No such comm: nope\n')
 
 @pytest.mark.parametrize('content', [dict(data={}), dict(comm_id=5, data={}), dict(comm_id='x', target_name=None)])
 def test_bad_comm_messages_dropped(kc, content):
