@@ -162,7 +162,7 @@ class Debugger:
         self.kernel,self.shell = kernel,kernel.shell
         self.client,self.endpoint,self.started,self.attached,self.hooked = None,None,False,False,False
         self.breakpoints,self.stopped = {},set()
-        self.caps,self.removed_transforms = None,[]
+        self.caps,self.removed_transforms,self.sender,self.owner = None,[],None,None
         self.explorer = Variables()
         self.initialized = threading.Event()
         # files of everything loaded before the user's code: frames in them are the kernel's, hidden from stack traces and steps
@@ -176,7 +176,7 @@ class Debugger:
     # ---- the control handler ----
     def on_request(self, msg):
         "Answer one debug_request with the DAP response as the debug_reply's content."
-        req = msg['content']
+        req,self.sender = msg['content'],(msg.get('header') or {}).get('session')  # control handlers run one at a time
         if not isinstance(req, dict) or not isinstance(req.get('command'), str) or not req['command']:
             return dict(type='response', request_seq=0, success=False, command='', message="debug_request: 'command' must be a non-empty string")
         if not isinstance(req.get('seq', 0), int): req['seq'] = 0
@@ -278,7 +278,11 @@ class Debugger:
                                                                       body=dict(threadId=tid, allThreadsContinued=True)), get_parent())
 
     def initialize(self, req):
-        if self.started: return self.respond(req, self.caps)
+        if self.started:
+            # another client session joins the running one; the same session again is refused as debugpy refuses it, which
+            # JupyterLab relies on: after a restart it starts twice at once, and a second success has it set breakpoints twice
+            if self.sender is None or self.sender != self.owner: return self.respond(req, self.caps)
+            return self.fail(req, "Invalid message: Session is already initialized")
         self._hide_kernel_threads()
         host,port = self._ensure_listening()
         self._hook_sigint()
@@ -289,7 +293,7 @@ class Debugger:
         if not rep.get('success'):
             self.client.close()
             return rep
-        self.caps,self.started,self.attached = rep.get('body') or {},True,False
+        self.caps,self.started,self.attached,self.owner = rep.get('body') or {},True,False,self.sender
         # the line numbers of the compiled cell must be those of the dumped cell
         from IPython.core.inputtransformer2 import leading_empty_lines
         cleanup = self.shell.input_transformer_manager.cleanup_transforms
@@ -321,7 +325,7 @@ class Debugger:
 
     def _stop(self):
         if self.client: self.client.close()
-        self.client,self.started,self.attached = None,False,False
+        self.client,self.started,self.attached,self.owner = None,False,False,None
         self.breakpoints,self.stopped = {},set()
         cleanup = self.shell.input_transformer_manager.cleanup_transforms
         while self.removed_transforms: cleanup.insert(0, self.removed_transforms.pop())

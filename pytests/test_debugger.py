@@ -187,8 +187,17 @@ def test_breakpoints_after_a_restart():
 def test_initialize_attach_configuration_done(started):
     assert started.ok('debugInfo')['isStarted'] is True
     assert started.ok('configurationDone') == {}
-    again = started.ok('initialize', clientID='other', adapterID='python', pathFormat='path', linesStartAt1=True, columnsStartAt1=True)
-    assert again['supportsConfigurationDoneRequest'] is True  # a second front end joins the running session
+    args = dict(clientID='other', adapterID='python', pathFormat='path', linesStartAt1=True, columnsStartAt1=True)
+    # the session that started debugging, again: refused as debugpy (and so ipykernel) refuses it
+    assert started.request('initialize', **args) == dict(type='response', request_seq=started.seq, success=False, command='initialize',
+                                                          message="Invalid message: Session is already initialized")
+    # another client session (a second front end, a reloaded page) joins the running debug session
+    other = Debug(started.kc)
+    other.kept = started.kept
+    other.kc.session.session,mine = 'another-front-end',other.kc.session.session
+    try: again = other.ok('initialize', **args)
+    finally: other.kc.session.session = mine
+    assert again['supportsConfigurationDoneRequest'] is True and other.ok('attach') == {}
 
 def test_set_breakpoints_listed_in_debug_info(started):
     path = started.ok('dumpCell', code=CELL)['sourcePath']
