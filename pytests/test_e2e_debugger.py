@@ -1,47 +1,88 @@
 """JupyterLab's debugger in headless Chromium on ipymini, driven as a user drives it: breakpoint, stop, Variables, Next, Continue."""
-import pytest
+import re, pytest
 from test_e2e_lab import lab, nb  # noqa: F401 (fixtures: a JupyterLab server; Chromium on a new ipymini notebook)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+STDOUT = '.jp-RenderedText[data-mime-type="application/vnd.jupyter.stdout"]'
+
+def toggle(nb, on):
+    "Turn the debugger on or off with the notebook toolbar's bug button; returns the debugger's sidebar."
+    bug = nb.page.locator('.jp-NotebookPanel-toolbar .jp-DebuggerBugButton')
+    nb.expect(bug).to_have_attribute('aria-pressed', str(not on).lower())
+    bug.click()
+    nb.expect(bug).to_have_attribute('aria-pressed', str(on).lower())
+    return nb.page.locator('.jp-DebuggerSidebar')
+
+def break_at(nb, cell, line):
+    "Click the breakpoint gutter of `cell`, level with its `line` (from 1)."
+    gutter,text = nb.cell(cell).locator('.cm-breakpoint-gutter').first,nb.cell(cell).locator('.cm-line').nth(line - 1)
+    nb.expect(gutter).to_be_visible()
+    g,l = gutter.bounding_box(),text.bounding_box()
+    nb.page.mouse.click(g['x'] + g['width']/2, l['y'] + l['height']/2)
+
+def panels(bar):
+    "Locators of the Breakpoints panel's cell names and lines, the Call Stack's frame locations, and the Variables' names and values."
+    return (bar.locator('.jp-DebuggerBreakpoint-source'), bar.locator('.jp-DebuggerBreakpoint-line'),
+            bar.locator('.jp-DebuggerCallstackFrame-location'), *[bar.locator(f'.jp-DebuggerVariables-body .jp-DebuggerVariables-{k}') for k in ('name', 'detail')])
 
 def test_breakpoint_variables_next_continue(nb):
     "Cells are named `Cell [n]` in the Call Stack and Breakpoints panels, as with ipykernel; Variables lists the function's locals."
     page,expect = nb.page,nb.expect
     nb.run('def add(a, b):\n    c = a + b\n    return c * 2')
-    bug = page.locator('.jp-NotebookPanel-toolbar .jp-DebuggerBugButton')
-    expect(bug).to_have_attribute('aria-pressed', 'false')
-    bug.click()
-    expect(bug).to_have_attribute('aria-pressed', 'true')
-    bar = page.locator('.jp-DebuggerSidebar')
+    bar = toggle(nb, True)
     expect(bar).to_be_visible()
-    # a click in the breakpoint gutter of the function's cell, level with its second line
-    gutter,line = nb.cell(0).locator('.cm-breakpoint-gutter').first,nb.cell(0).locator('.cm-line').nth(1)
-    expect(gutter).to_be_visible()
-    g,l = gutter.bounding_box(),line.bounding_box()
-    page.mouse.click(g['x'] + g['width']/2, l['y'] + l['height']/2)
-    bp = bar.locator('.jp-DebuggerBreakpoint')
-    expect(bp.locator('.jp-DebuggerBreakpoint-source')).to_have_text(['Cell [1]'])
-    expect(bp.locator('.jp-DebuggerBreakpoint-line')).to_have_text(['2'])
+    sources,lines,locations,names,details = panels(bar)
+    break_at(nb, 0, 2)
+    expect(sources).to_have_text(['Cell [1]'])
+    expect(lines).to_have_text(['2'])
     i = nb.ncells - 1
     out = nb.run('print(add(2, 3))', wait=False)
-    frames = bar.locator('.jp-DebuggerCallstackFrame')
-    expect(frames.locator('.jp-DebuggerCallstackFrame-name')).to_have_text(['add', '<module>'])
-    expect(frames.locator('.jp-DebuggerCallstackFrame-location')).to_have_text(['Cell [1]:2', 'Cell [*]:1'])  # the caller still runs
-    names,details = [bar.locator(f'.jp-DebuggerVariables-body .jp-DebuggerVariables-{k}') for k in ('name', 'detail')]
+    expect(bar.locator('.jp-DebuggerCallstackFrame-name')).to_have_text(['add', '<module>'])
+    expect(locations).to_have_text(['Cell [1]:2', 'Cell [*]:1'])  # the calling cell is still running
     expect(names).to_have_text(['a', 'b'])
     expect(details).to_have_text(['2', '3'])
     bar.locator('[data-command="debugger:next"]').click()
-    expect(frames.locator('.jp-DebuggerCallstackFrame-location')).to_have_text(['Cell [1]:3', 'Cell [*]:1'])
+    expect(locations).to_have_text(['Cell [1]:3', 'Cell [*]:1'])
     expect(names).to_have_text(['a', 'b', 'c'])
     expect(details).to_have_text(['2', '3', '5'])
     nb.shot('debugger.png')
     bar.locator('[data-command="debugger:continue"]').click()
     nb.finished(i)
-    expect(out.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stdout"]')).to_have_text('10')
+    expect(out.locator(STDOUT)).to_have_text('10')
     expect(page.locator('.jp-Notebook-ExecutionIndicator')).to_have_attribute('data-status', 'idle')
-    expect(frames).to_have_count(0)
-    bug.click()
-    expect(bug).to_have_attribute('aria-pressed', 'false')
+    expect(locations).to_have_count(0)
+    toggle(nb, False)
     out = nb.run('print(add(4, 5))')  # the breakpoint went with the debugger: the cell just runs
-    expect(out.locator('.jp-RenderedText[data-mime-type="application/vnd.jupyter.stdout"]')).to_have_text('18')
+    expect(out.locator(STDOUT)).to_have_text('18')
     expect(page.locator('.jp-Notebook-ExecutionIndicator')).to_have_attribute('data-status', 'idle')
+
+def test_breakpoint_after_a_restart(nb):
+    "After Kernel > Restart the breakpoint is on the new kernel's file of the cell, still named `Cell [n]`, and hit."
+    page,expect = nb.page,nb.expect
+    bar = toggle(nb, True)
+    sources,lines,locations,names,details = panels(bar)
+    break_at(nb, 0, 2)
+    expect(sources).to_have_text(['Cell [1]'])
+    page.locator('.lm-MenuBar-itemLabel', has_text='Kernel').click()
+    page.locator('.lm-Menu-itemLabel', has_text='Restart Kernel…').first.click()
+    page.locator('.jp-Dialog-button.jp-mod-accept').click()
+    out = nb.run('import os\nprint(os.getpid())', wait=False)
+    pid = out.locator(STDOUT)
+    expect(pid).to_have_text(re.compile(r'^\d+\s*$'))
+    # the front end moved the breakpoint to the new kernel's folder of cell files
+    expect(bar.locator('.jp-DebuggerBreakpoint')).to_have_attribute('title', re.compile(rf'/ipykernel_{pid.inner_text().strip()}/\d+\.py$'))
+    expect(sources).to_have_text(['Cell [1]'])
+    nb.cell(0).locator('.cm-content').click()
+    page.keyboard.press('Shift+Enter')  # the function again, in the new kernel: Cell [2]
+    expect(nb.cell(0).locator('.jp-InputArea-prompt')).to_have_text('[2]:')
+    out = nb.run('print(add(20, 1))', wait=False)
+    expect(locations).to_have_text(['Cell [2]:2', 'Cell [*]:1'])
+    expect(sources).to_have_text(['Cell [2]'])
+    expect(lines).to_have_text(['2'])
+    expect(names).to_have_text(['a', 'b'])
+    expect(details).to_have_text(['20', '1'])
+    bar.locator('[data-command="debugger:continue"]').click()
+    expect(out.locator(STDOUT)).to_have_text('42')
+    expect(page.locator('.jp-Notebook-ExecutionIndicator')).to_have_attribute('data-status', 'idle')
+    toggle(nb, False)
