@@ -6,8 +6,9 @@ from .streams import get_parent
 __all__ = ['Stdin', 'setup']
 log = logging.getLogger('ipymini')
 
-class DebuggerInterrupted(bdb.BdbQuit):
-    "An interrupt while a debugger (pdb, breakpoint()) waits for a command: it ends the cell, reported as a KeyboardInterrupt."
+class DebuggerInterrupted(Exception):
+    """An interrupt while a debugger (pdb, breakpoint(), %debug) waits for a command: it ends the cell, reported as a KeyboardInterrupt,
+    and the cells queued behind it run (the user stopped the debugger, not the queue). Not a KeyboardInterrupt, which the debugger catches."""
 
 def interrupted():
     """The exception for an interrupted input(). A debugger asking for its next command catches KeyboardInterrupt and asks again, so
