@@ -93,7 +93,7 @@ def test_jupyter_execute_kernel_name(tmp_path):
     "`jupyter execute --kernel_name=ipymini` runs the notebook in ipymini even when the notebook names another kernel."
     nb = nbformat.read(EXAMPLE, as_version=4)
     nb.metadata.kernelspec = dict(name='python3', display_name='Python 3', language='python')
-    nb.cells.append(nbformat.v4.new_code_cell('type(get_ipython()).__module__.split(".")[0]'))
+    nb.cells.append(nbformat.v4.new_code_cell('type(get_ipython().kernel).__module__.split(".")[0]'))
     nbformat.write(nb, tmp_path/'tour.ipynb')
     p = subprocess.run([JUPYTER, 'execute', f'--kernel_name={KERNEL}', '--output=done', 'tour.ipynb'], cwd=tmp_path, env=jupyter_env(tmp_path),
                        capture_output=True, text=True, timeout=TIMEOUT)

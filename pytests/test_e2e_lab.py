@@ -98,7 +98,7 @@ def nb(lab):
         assert (root/'Untitled.ipynb').exists()
 
 def test_kernel_is_ipymini(nb):
-    out = nb.run('import sys\nprint(type(get_ipython()).__module__.split(".")[0], sys.version_info[0])')
+    out = nb.run('import sys\nprint(type(get_ipython().kernel).__module__.split(".")[0], sys.version_info[0])')
     nb.expect(out).to_have_text('ipymini 3')
     nb.expect(nb.page.locator('.jp-StatusBar-TextItem', has_text=DISPLAY_NAME)).to_have_text(f'{DISPLAY_NAME} | Idle')
 

