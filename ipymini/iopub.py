@@ -181,7 +181,3 @@ class IOPub:
         "XPUB hands us subscriptions: answer each new one with `iopub_welcome` (JEP 65)."
         for f in frames:
             if f[:1] == b'\x01': self.send('iopub_welcome', dict(subscription=f[1:].decode('utf-8', 'replace')))
-
-    def stop(self):
-        self.flush()
-        self.channel.stop()

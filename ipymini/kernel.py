@@ -1,64 +1,28 @@
-"""The kernel: binds the sockets, owns the threads, and routes each message to its handler."""
-import _thread, asyncio, contextlib, importlib, itertools, json, logging, os, signal, sys, threading, time, traceback, types
+"""The kernel: binds the sockets, owns the threads and every Kernel field, and routes each message to its handler.
+
+The optional parts plug in through named hook points, each a table or a list declared in `Kernel.__init__`: the handler tables
+(`shell_handlers`, `control_handlers`, `queued_handlers`, `stdin_handlers`), `features`, `before_execute` / `after_execute`, and
+`interrupts.on_interrupt`. Each part's module has a `setup(kernel)`, run once IPython is up (EXTENSIONS)."""
+import asyncio, importlib, json, logging, os, sys, threading
 import zmq
 from . import __version__
-from .wire import Wire, WireError, now_iso, PROTOCOL_VERSION, MAX_FRAME
+from .wire import Wire, WireError, now_iso, error_content, PROTOCOL_VERSION, MAX_FRAME
 from .channels import Channel, Loop, defer_wakes, wake_deferred
 from .iopub import IOPub
 from . import iopub
-from .streams import OutStream, current_parent, set_default_parent, get_parent
-from .subshells import Subshell, not_found
-from .stdin import DebuggerInterrupted
-from . import bridge, lifecycle, subshells
+from .streams import OutStream, set_default_parent, get_parent, current_parent
+from .subshells import Subshells
+from .interrupts import Interrupts
+from . import bridge, lifecycle
 from .env import env_float
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'subshells', 'magics', 'asyncrun']
-
-# modules whose state a KeyboardInterrupt must not cut through: a SIGINT landing in them is delivered again a moment later
-SIGINT_UNSAFE = {'ipymini.iopub', 'ipymini.channels', 'ipymini.wire', 'ipymini.streams'}
+EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'asyncrun']
 
 REPLY_HWM = 1 << 16  # replies queued per client on shell, control and stdin (libzmq's default is 1,000)
-
-KICK = getattr(signal, 'SIGRTMAX', None)  # a signal no one else uses, to wake the main thread for a SIGINT another thread caught
-
-def user_tb(tb):
-    "`tb` without its trailing frames that hide themselves (the signal handler, input()), each entry with a line number."
-    entries = []
-    while tb is not None: entries,tb = entries + [tb],tb.tb_next
-    # an interrupt in a debugger's prompt: the user's frames end where the debugger's trace function was called
-    entries = list(itertools.takewhile(lambda t: t.tb_frame.f_globals.get('__name__') != 'bdb', entries)) or entries
-    while len(entries) > 1 and entries[-1].tb_frame.f_locals.get('__tracebackhide__'): entries.pop()
-    out = None
-    for t in reversed(entries):
-        lasti,line = t.tb_lasti,t.tb_lineno
-        # 3.11 gives no line to some instructions (a loop's jump back), where an interrupt often lands; IPython needs one
-        if line is None: lasti,line = next(((2*i, p[0]) for i,p in reversed(list(enumerate(t.tb_frame.f_code.co_positions())))
-                                            if 2*i <= t.tb_lasti and p[0] is not None), (0, t.tb_frame.f_code.co_firstlineno))
-        out = types.TracebackType(out, t.tb_frame, lasti, line)
-    return out
-
-def show_tb(shell, etype, value, tb, tb_offset=None):
-    "Show a traceback as IPython does, or plainly where IPython cannot format it (a frame stopped at an instruction with no line)."
-    shell._get_exc_info((etype, value, tb))  # sys.last_* for %tb and %debug
-    try: stb = shell.InteractiveTB.structured_traceback(etype, value, tb, tb_offset=tb_offset)
-    except Exception:
-        for _ in range(shell.InteractiveTB.tb_offset if tb_offset is None else tb_offset):  # IPython's own frames, as it skips them
-            if tb is not None and tb.tb_next is not None: tb = tb.tb_next
-        stb = traceback.format_exception(etype, value, tb)
-    shell._showtraceback(etype, value, stb)
-
-def in_output_code(frame):
-    "True when the interrupted `frame` is in the kernel's output code, called from user code (IPython's frames are the boundary)."
-    while frame is not None:
-        mod = frame.f_globals.get('__name__', '')
-        if mod in SIGINT_UNSAFE: return True
-        if mod.startswith('IPython.'): return False
-        frame = frame.f_back
-    return False
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
 
@@ -119,18 +83,25 @@ class Kernel:
         self.control_ch = Channel('control', socks['control_port'], self.on_control)
         self.stdin_ch = Channel('stdin', socks['stdin_port'], self.on_stdin)
         self.hb_sock = socks['hb_port']
+        self.subshells,self.interrupts = Subshells(self),Interrupts(self)
+        # ---- hook points: handler tables (msg_type -> handler), filled here and by the parts' `setup` ----
         self.shell_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
             complete_request=self.on_complete, inspect_request=self.on_inspect, is_complete_request=self.on_is_complete,
             history_request=self.on_history, comm_info_request=self.comm_info, shutdown_request=self.on_shutdown)
         self.control_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
-            shutdown_request=self.on_shutdown, interrupt_request=self.on_interrupt)
+            shutdown_request=self.on_shutdown, interrupt_request=self.on_interrupt, create_subshell_request=self.subshells.create,
+            delete_subshell_request=self.subshells.delete, list_subshell_request=self.subshells.list)
         # requests run in order on a subshell's thread, beside execute (comm messages join them): msg_type -> async fn(sub, msg)
         self.queued_handlers = dict(execute_request=self.do_execute)
         self.stdin_handlers = {}  # msg_type -> fn(msg), on the stdin thread
-        self.features = []  # kernel_info supported_features, added by the parts that provide them
-        self.debugger_enabled = False
+        self.features = ['kernel subshells']  # kernel_info supported_features, added to by the parts that provide them
+        self.before_execute,self.after_execute = [],[]  # fn(msg) around each execute, on its subshell's thread; after: before its idle
+        # ---- the parts' objects, set by their `setup` (None: that part is off) ----
+        self.debugger = self.stdin = self.comm_manager = self.fd_capture = None
+        # ---- set by `start`, on the main thread ----
+        self.loop = self.done = self.shell = None
+        self.stop_on_error_timeout = 0.
         self.control_parent = None  # the latest control request, for `get_parent('control')`
-        self.debugger_quits = set()  # cells whose debugger prompt was interrupted: their error aborts nothing
         self.stopping = self.tearing_down = False
         if connection_file and unbound: self._write_connection_file()
 
@@ -172,8 +143,19 @@ class Kernel:
 
     def status(self, state, parent): self.iopub.send('status', dict(execution_state=state), parent)
 
-    def error_reply(self, ch, msg, ename, evalue):
-        self.reply(ch, msg, dict(status='error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))
+    def error_reply(self, ch, msg, ename, evalue): self.reply(ch, msg, error_content(ename, evalue))
+
+    def answer_error(self, ch, msg, ename, evalue):
+        "busy, an error reply naming the problem, idle: for a request that cannot be served."
+        self.status('busy', msg)
+        self.error_reply(ch, msg, ename, evalue)
+        self.status('idle', msg)
+
+    def not_found(self, msg, evalue):
+        "The answer to a shell message whose subshell does not exist: busy, error reply (for a request), idle."
+        log.warning("shell: %s for missing subshell: %s", msg['msg_type'], evalue)
+        if msg['msg_type'].endswith('_request'): self.answer_error(self.shell_ch, msg, 'SubshellNotFound', evalue)
+        else: self.status('busy', msg); self.status('idle', msg)
 
     # ---- receiving (on the socket threads) ----
     def parse(self, frames, ch):
@@ -190,10 +172,7 @@ class Kernel:
             log.warning("%s: dropped message %s: %s", ch.name, hdr.get('msg_type', ''), e)
             t = hdr.get('msg_type')
             if e.idents is not None and isinstance(t, str) and t.endswith('_request'):
-                bad = dict(msg_type=t, idents=e.idents, header=hdr)
-                self.status('busy', bad)
-                self.error_reply(ch, bad, e.ename, str(e))
-                self.status('idle', bad)
+                self.answer_error(ch, dict(msg_type=t, idents=e.idents, header=hdr), e.ename, str(e))
 
     def run_handler(self, ch, msg, handler):
         "busy, reply, idle around a request answered on the socket's own thread."
@@ -212,8 +191,8 @@ class Kernel:
         msg = self.parse(frames, self.shell_ch)
         if msg is None: return
         t = msg['msg_type']
-        sub = self.subshell_for(msg)
-        if sub is None: return not_found(self, msg, f"no subshell {msg['header'].get('subshell_id')!r}")
+        sub = self.subshells.for_msg(msg)
+        if sub is None: return self.not_found(msg, f"no subshell {msg['header'].get('subshell_id')!r}")
         if t in self.queued_handlers: return sub.submit(msg)
         if t not in self.shell_handlers and not t.endswith('_request'): return log.warning("shell: dropped unknown message type %r", t)
         wake_deferred()  # a handler here can take long (a completion): the requests queued before it start now
@@ -233,15 +212,6 @@ class Kernel:
         if handler: handler(msg)
         else: log.warning("stdin: unexpected %s", msg['msg_type'])
 
-    def subshell_for(self, msg):
-        "The subshell a shell message names in its header's `subshell_id` (JEP 91): None names the parent; None if there is no such subshell."
-        sid = msg['header'].get('subshell_id')
-        if sid is None:  # the parent, unless a cell of this client's session opened a temporary subshell (see `subshell`)
-            session = msg['header'].get('session')
-            temp = self.routes.get(session) if self.routes and isinstance(session, str) else None
-            return temp[-1] if temp else self.parent_subshell
-        return self.subshells.get(sid) if isinstance(sid, str) else None
-
     # ---- queued requests (on the subshell's thread) ----
     async def process(self, sub, msg):
         "Run one queued shell request on subshell `sub`: busy, reply, idle."
@@ -259,29 +229,33 @@ class Kernel:
         finally: wake_deferred()  # the reply's and idle's (see do_execute)
 
     async def do_execute(self, sub, msg):
-        c,shell = msg['content'],self.shell
+        "execute_request: execute_input, the cell through IPython, the reply; the `before_execute` and `after_execute` hooks around them."
+        c,shell,ints = msg['content'],self.shell,self.interrupts
         if sub.sid is None: set_default_parent(msg)
-        md = dict(started=now_iso(), dependencies_met=True, engine=self.wire.session)
-        if not c.get('silent'): self.iopub.send('execute_input', dict(code=c['code'], execution_count=shell.execution_count), msg)
-        sub.cell_task = task = asyncio.current_task()
-        try: reply = await bridge.execute(shell, c, cell_id=msg['metadata'].get('cellId'))
-        except (KeyboardInterrupt, asyncio.CancelledError):
-            # the interrupt landed outside the user's code (IPython reports those inside it itself)
-            self.cancelled_cells.discard(task)
-            if task.cancelling(): task.uncancel()
-            shell.showtraceback((KeyboardInterrupt, KeyboardInterrupt(), None))
-            reply = dict(status='error', ename='KeyboardInterrupt', evalue='', traceback=shell._last_traceback or [],
-                         execution_count=shell.execution_count - 1, user_expressions={}, payload=[])
+        for f in self.before_execute: f(msg)
+        try:
+            md = dict(started=now_iso(), dependencies_met=True, engine=self.wire.session)
+            if not c.get('silent'): self.iopub.send('execute_input', dict(code=c['code'], execution_count=shell.execution_count), msg)
+            sub.cell_task = task = asyncio.current_task()
+            try: reply = await bridge.execute(shell, c, cell_id=msg['metadata'].get('cellId'))
+            except (KeyboardInterrupt, asyncio.CancelledError):
+                # the interrupt landed outside the user's code (IPython reports those inside it itself)
+                ints.ended(task)
+                shell.showtraceback((KeyboardInterrupt, KeyboardInterrupt(), None))
+                reply = dict(status='error', ename='KeyboardInterrupt', evalue='', traceback=shell._last_traceback or [],
+                             execution_count=shell.execution_count - 1, user_expressions={}, payload=[])
+            finally:
+                if sub.cell_task is task: sub.cell_task = None  # else the cell unlocked the queue and another cell is in front
+            defer_wakes()  # the user's code is done: the threads sending the reply and idle are woken once both are queued
+            md['status'] = reply['status']
+            self.reply(self.shell_ch, msg, reply, metadata=md)
+            # an error aborts what is queued, unless the cell had unlocked the queue (the requests behind it no longer wait on it)
+            # or its debugger prompt was interrupted (the user stopped the debugger, not the queue)
+            keep = ints.keeps_queue(task) or task in sub.detached
+            if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent') and not keep:
+                sub.abort_queued(self.stop_on_error_timeout)
         finally:
-            if sub.cell_task is task: sub.cell_task = None  # else the cell unlocked the queue and another cell is in front
-        defer_wakes()  # the user's code is done: the threads sending the reply and idle are woken once both are queued
-        md['status'] = reply['status']
-        self.reply(self.shell_ch, msg, reply, metadata=md)
-        # an error in a cell that unlocked the queue aborts nothing: the requests behind it are no longer waiting on it
-        quit_debugger = task in self.debugger_quits
-        self.debugger_quits.discard(task)
-        if reply['status'] == 'error' and c.get('stop_on_error', True) and not c.get('silent') and task not in sub.detached and not quit_debugger:
-            sub.abort_queued(self.stop_on_error_timeout)
+            for f in self.after_execute: f(msg)
 
     # ---- shell and control handlers ----
     def kernel_info(self, msg):
@@ -300,7 +274,7 @@ class Kernel:
     def on_is_complete(self, msg): return bridge.is_complete(self.shell, msg['content'])
     def on_history(self, msg):
         "history_request: the history of the subshell it names (a child's own cells; the parent's is IPython's)."
-        sub = self.subshell_for(msg)
+        sub = self.subshells.for_msg(msg)
         if sub is None: raise LookupError(f"no subshell {msg['header'].get('subshell_id')!r}")
         return bridge.history(sub.state['history_manager'] if sub.sid else self.shell.history_manager, msg['content'])
     def comm_info(self, msg): return dict(status='ok', comms={})
@@ -312,101 +286,21 @@ class Kernel:
         ch.call(self.request_stop)  # after this request's idle status is queued
 
     def on_interrupt(self, msg):
-        self.interrupt()
+        self.interrupts.send()
         return dict(status='ok')
-
-    def interrupt(self):
-        "interrupt_request: SIGINT to the kernel's process group when it leads one (as jupyter_client's killpg does), else to the kernel."
-        pid = os.getpid()
-        if hasattr(os, 'killpg') and os.getpgid(0) == pid: os.killpg(pid, signal.SIGINT)
-        else: os.kill(pid, signal.SIGINT)
-
-    _sigint_retry = False
-    cancelled_cells = set()  # tasks `cancel_cell` cancelled, until their CancelledError is reported as the interrupt
-
-    def install_sigint(self):
-        "On the main thread: handle SIGINT, and wake the main thread for it whichever thread the OS delivers it to."
-        signal.signal(signal.SIGINT, self._on_sigint)
-        if KICK is None: return
-        # Linux may deliver a process-wide signal to any thread (e.g. one running at that moment): Python then runs the handler only
-        # when the main thread next runs bytecode, which a main thread asleep in time.sleep() or select() may not do for minutes
-        r,w = os.pipe()
-        os.set_blocking(w, False)
-        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-        signal.signal(KICK, lambda signum, frame: None)
-        _thread.start_new_thread(self._relay_signals, (r,))
-
-    def _relay_signals(self, fd):
-        "A thread reading the signal wakeup pipe: after each SIGINT, kick the main thread out of any blocking call (no-op if it is awake)."
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, KICK})
-        main = threading.main_thread().ident
-        while data := os.read(fd, 64):
-            if signal.SIGINT not in data: continue
-            with contextlib.suppress(RuntimeError): self.loop.call_soon_threadsafe(lambda: None)  # a main thread about to select() wakes too
-            signal.pthread_kill(main, KICK)
-            time.sleep(0.02)
-            signal.pthread_kill(main, KICK)  # again: the first can land just before a blocking call starts
-
-    def interrupt_subshells(self):
-        "Hook called first on every SIGINT: child subshells' threads get no signal, so the subshells part extends this to reach them."
-
-    def _on_sigint(self, signum, frame):
-        "SIGINT, on the main thread: KeyboardInterrupt into a running sync cell (or its pending input), cancel an awaiting async cell."
-        __tracebackhide__ = True
-        self.report_interrupts()
-        if self._sigint_retry: self._sigint_retry = False
-        else: self.interrupt_subshells()
-        sub = self.parent_subshell
-        task = sub.cell_task
-        if task is None: return sub.interrupt_detached()  # no cell in front: those that unlocked the queue, if any
-        if asyncio.current_task(self.loop) is not task: return self.loop.call_soon_threadsafe(self.cancel_cell, sub, task)
-        if not in_output_code(frame): raise KeyboardInterrupt
-        # the cell is inside the kernel's output code (e.g. print -> IOPub): raising there could send text twice; retry shortly
-        self._sigint_retry = True
-        _thread.start_new_thread(self._resignal, ())
-
-    def _resignal(self):
-        time.sleep(0.002)
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    def cancel_cell(self, sub, task):
-        "On `sub`'s loop: cancel the async cell that `task` runs, if still running; it is reported as a KeyboardInterrupt."
-        if (task is not sub.cell_task and task not in sub.detached) or task.done(): return
-        while task.cancelling(): task.uncancel()  # left over by a cell that swallowed a cancel (3.11's TaskGroup does)
-        self.cancelled_cells.add(task)
-        task.cancel()
-
-    def report_interrupts(self):
-        "Have IPython report interrupts and cancelled cells through `_show_interrupt`, unless the user set exception handlers of their own."
-        if not self.shell.custom_exceptions: self.shell.set_custom_exc((KeyboardInterrupt, asyncio.CancelledError, DebuggerInterrupted), self._show_interrupt)
-
-    def _show_interrupt(self, shell, etype, value, tb, tb_offset=None):
-        "IPython's handler for these exceptions out of user code: an interrupt shows as a KeyboardInterrupt in the user's frames."
-        if etype is KeyboardInterrupt: return show_tb(shell, etype, value, user_tb(tb), tb_offset)
-        if issubclass(etype, DebuggerInterrupted):
-            with contextlib.suppress(RuntimeError): self.debugger_quits.add(asyncio.current_task())
-            return self._as_interrupt(shell, tb, tb_offset)
-        try: task = asyncio.current_task()
-        except RuntimeError: task = None
-        # a CancelledError is the interrupt only when `cancel_cell` asked for it; IPython caught it inside the user's code
-        if task not in self.cancelled_cells: return show_tb(shell, etype, value, tb, tb_offset)
-        self.cancelled_cells.discard(task)
-        if task.cancelling(): task.uncancel()
-        self._as_interrupt(shell, tb, tb_offset)
-
-    def _as_interrupt(self, shell, tb, tb_offset=None):
-        "Report the cell's exception as the KeyboardInterrupt that caused it, in the user's frames."
-        show_tb(shell, KeyboardInterrupt, KeyboardInterrupt(), user_tb(tb), tb_offset)
-        if shell.displayhook.exec_result is not None: shell.displayhook.exec_result.error_in_exec = KeyboardInterrupt()
 
     # ---- letting a running cell step aside (also `from ipymini import unlock, subshell`) ----
     def unlock(self):
         "Called in a running cell: requests queued behind it start while it goes on awaiting; its output stays its own. False outside a cell."
-        return subshells.unlock(self)
+        return self.subshells.unlock()
 
     def subshell(self):
         "Context manager for a running cell: while its body runs, later requests from the same client run in a temporary subshell."
-        return subshells.temporary(self)
+        return self.subshells.open_temporary()
+
+    # ipykernel's names for input, used by some libraries
+    def raw_input(self, prompt=''): return self.stdin.input(prompt)
+    def getpass(self, prompt='Password: ', stream=None): return self.stdin.getpass(prompt, stream)
 
     # ---- lifecycle ----
     def request_stop(self):
@@ -450,11 +344,9 @@ class Kernel:
         self.shell = bridge.make_shell(self, argv=self.argv)
         sys.stdout,sys.stderr = OutStream('stdout', self.iopub, 1),OutStream('stderr', self.iopub, 2)
         sys.displayhook = self.shell.displayhook
-        self.parent_subshell = Subshell(self, None, self.loop)
-        self.parent_subshell.start()
+        self.subshells.start(self.loop)
         for name in EXTENSIONS: importlib.import_module(f'.{name}', __package__).setup(self)
-        self.report_interrupts()  # a cell is cancelled without a SIGINT too: deleting its subshell, interrupting a child subshell
-        if threading.current_thread() is threading.main_thread(): self.install_sigint()
+        self.interrupts.install()
         lifecycle.setup(self)
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
 

@@ -117,15 +117,14 @@ class KernelMagics(Magics):
     @line_magic
     def subshell(self, arg_s):
         "Print the subshell this cell runs in (JEP 91), its thread, and the kernel's subshells."
-        from .subshells import running_subshell
         k = self.kernel
-        sub = running_subshell(k)
+        sub = k.subshells.running()
         print(f"subshell id: {sub.sid if sub is not None else 'unknown'}")
         print(f"thread id: {threading.get_ident()}")
         print(f"main thread id: {threading.main_thread().ident}")
         print(f"pid: {os.getpid()}")
         print(f"thread count: {threading.active_count()}")
-        print(f"subshell list: {list(getattr(k, 'subshells', {}))}")
+        print(f"subshell list: {list(k.subshells.by_id)}")
 
 def setup(kernel):
     "Register the kernel magics on the kernel's shell, as ipykernel's shell has them."

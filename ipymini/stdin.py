@@ -92,6 +92,5 @@ class Stdin:
 def setup(kernel):
     kernel.stdin = st = Stdin(kernel)
     kernel.stdin_handlers['input_reply'] = st.on_reply
-    kernel.raw_input,kernel.getpass = st.input,st.getpass  # ipykernel's names, used by some libraries
     # installed once: each call resolves the request current in its thread, so a cell pays nothing for it
     builtins.input,getpass.getpass = st.input,st.getpass

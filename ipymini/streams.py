@@ -185,11 +185,8 @@ def setup(kernel):
     _keep_logs_off_fd2()
     cap = kernel.fd_capture = FdCapture(kernel.iopub)
     cap.start()
-    execute = kernel.queued_handlers['execute_request']
-    async def execute_and_drain(sub, msg):
-        _running.append(msg)
-        try: await execute(sub, msg)
-        finally:
-            cap.flush(msg)
-            _running.remove(msg)
-    kernel.queued_handlers['execute_request'] = execute_and_drain
+    kernel.before_execute.append(_running.append)
+    def drain(msg):
+        cap.flush(msg)
+        _running.remove(msg)
+    kernel.after_execute.append(drain)

@@ -2,14 +2,14 @@
 
 The parent subshell runs on the main thread; child subshells (JEP 91) each get a thread, a loop, an execution count and
 the IPython per-cell state of their own (see `PerSubshell`), and share the user namespace with the parent."""
-import asyncio, contextlib, contextvars, ctypes, fnmatch, logging, sys, threading, uuid, weakref
+import asyncio, contextlib, contextvars, fnmatch, logging, threading, uuid, weakref
 from collections import deque
 from IPython.core.payload import PayloadManager
 from .streams import current_parent
 from .channels import Loop
-from . import asyncrun
+from .wire import error_content
 
-__all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'not_found', 'unlock', 'temporary', 'setup']
+__all__ = ['STOP_ABORTING', 'Subshell', 'ChildSubshell', 'Subshells']
 log = logging.getLogger('ipymini')
 
 STOP_ABORTING = object()  # queued behind the requests to abort after an error
@@ -53,7 +53,7 @@ class Subshell:
                 continue
             msg = self.inbox.popleft()
             if msg is STOP_ABORTING: self.aborting = False
-            elif self.deleted: not_found(self.kernel, msg, f"subshell {self.sid} was deleted")
+            elif self.deleted: self.kernel.not_found(msg, f"subshell {self.sid} was deleted")
             else:
                 try: await self.kernel.process(self, msg)
                 except Exception: log.exception("error processing %s", msg.get('msg_type'))
@@ -73,35 +73,12 @@ class Subshell:
         self.closing = True
         self.loop.call_soon_threadsafe(self._wake)
 
-    def interrupt_detached(self):
-        "With no cell in front, an interrupt cancels the cells that unlocked the queue."
-        for task in list(self.detached):
-            with contextlib.suppress(RuntimeError): self.loop.call_soon_threadsafe(self.kernel.cancel_cell, self, task)
-
     def abort_queued(self, timeout=0.):
         "After an error: abort the execute requests received so far (and for `timeout` seconds more)."
         self.aborting = True
         stop = lambda: self.submit(STOP_ABORTING)
         if timeout > 0: self.loop.call_later(timeout, stop)
         else: self.kernel.shell_ch.call(stop)
-
-def not_found(kernel, msg, evalue):
-    "busy, error reply (for a request) and idle for a shell message whose subshell does not exist."
-    log.warning("shell: %s for missing subshell: %s", msg['msg_type'], evalue)
-    kernel.status('busy', msg)
-    if msg['msg_type'].endswith('_request'): kernel.error_reply(kernel.shell_ch, msg, 'SubshellNotFound', evalue)
-    kernel.status('idle', msg)
-
-def interrupt_thread(ident):
-    "Raise KeyboardInterrupt in thread `ident` when it next runs Python code (a blocking C call finishes first)."
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(KeyboardInterrupt))
-    asyncrun.wake(ident)  # a cell in `asyncio.run` may sleep in its loop's select(): the exception lands once that returns
-
-def _in_output_code(frame):
-    "Whether `frame` is in the kernel's output code, as the kernel's SIGINT handler judges it (never, if it does not judge)."
-    from . import kernel
-    judge = getattr(kernel, 'in_output_code', None)
-    return judge is not None and judge(frame)
 
 # ---- IPython's per-cell state, per subshell ----
 class _Local(threading.local): state = None  # a child subshell's thread holds its subshell's state here
@@ -207,7 +184,7 @@ class ChildSubshell(Subshell):
     def submit(self, msg):
         with self.lock:
             if not self.deleted: return super().submit(msg)
-        if msg is not STOP_ABORTING: not_found(self.kernel, msg, f"subshell {self.sid} was deleted")
+        if msg is not STOP_ABORTING: self.kernel.not_found(msg, f"subshell {self.sid} was deleted")
 
     def _main(self):
         asyncio.set_event_loop(self.loop)
@@ -220,85 +197,84 @@ class ChildSubshell(Subshell):
             except BaseException as e: log.warning("subshell %s: %r outside a cell", self.sid, e)
         self.loop.close()
 
-    def interrupt(self, task=None):
-        "Interrupt the running cell: KeyboardInterrupt in code running now, cancellation of an async cell that is waiting."
-        if task is None: task = self.cell_task
-        if task is None: return self.interrupt_detached()
-        if task is not self.cell_task: return
-        if asyncio.current_task(self.loop) is task:
-            # raised inside the output machinery, the interrupt could send text twice: as for the main thread, retry shortly
-            if _in_output_code(sys._current_frames().get(self.thread.ident)): return threading.Timer(0.002, self.interrupt, (task,)).start()
-            stdin = getattr(self.kernel, 'stdin', None)
-            if stdin is not None: stdin.interrupt(self.thread.ident)  # an input() it waits in raises KeyboardInterrupt
-            return interrupt_thread(self.thread.ident)
-        cancel = getattr(self.kernel, 'cancel_cell', None)  # the kernel's, when it has one, reports the cancel as the interrupt
-        try: self.loop.call_soon_threadsafe(*((cancel, self, task) if cancel else (task.cancel,)))
-        except RuntimeError: pass  # the loop just closed
-
     def delete(self):
         "Take no more requests; interrupt the running cell; queued requests get SubshellNotFound; the thread then ends."
         with self.lock: self.deleted = True
-        self.interrupt()
-        self.interrupt_detached()  # cells that unlocked the queue end too (a repeated cancel is harmless)
+        self.kernel.interrupts.reach(self)
+        self.kernel.interrupts.cancel_detached(self)  # cells that unlocked the queue end too (a repeated cancel is harmless)
         try: self.loop.call_soon_threadsafe(self._wake)
         except RuntimeError: pass  # its thread is gone already
 
-# ---- letting a running cell step aside ----
-def running_subshell(kernel):
-    "The subshell whose cell runs in the current task, or None when called from anywhere else."
-    try: task = asyncio.current_task()
-    except RuntimeError: return None  # no loop runs in this thread
-    if task is None: return None
-    return next((s for s in [kernel.parent_subshell, *kernel.subshells.values(), *kernel.temp_subshells] if s.cell_task is task), None)
+class Subshells:
+    """The kernel's subshells: the parent (on the main thread), the children by id (JEP 91), and the temporary ones that `subshell()`
+    routes a client's later requests to. Children are created and deleted on the control thread; the shell thread reads them."""
+    def __init__(self, kernel):
+        self.kernel,self.parent,self.by_id = kernel,None,{}  # subshell_id -> ChildSubshell
+        self.routes = {}  # client session -> the temporary subshells opened for it, newest last
+        self.temporary = weakref.WeakSet()  # temporary subshells, until their thread ends
 
-def unlock(kernel):
-    "From a running cell: let the requests queued behind it start while it goes on awaiting; False outside a cell."
-    sub = running_subshell(kernel)
-    if sub is None: return False
-    sub.unlock()
-    return True
+    def start(self, loop):
+        "Start the parent subshell on the main thread's `loop`, and make IPython's per-cell state per subshell."
+        _per_subshell_state(self.kernel.shell)
+        self.parent = Subshell(self.kernel, None, loop)
+        self.parent.start()
 
-@contextlib.contextmanager
-def temporary(kernel):
-    "While the body runs, later requests from the running cell's client session go to a new subshell, which ends after the body."
-    parent = current_parent.get()
-    session = parent and parent['header'].get('session')
-    if not isinstance(session, str): raise RuntimeError("subshell() routes the requests of the client that ran the cell: call it inside a cell")
-    sub = ChildSubshell(kernel)
-    sub.start()
-    kernel.temp_subshells.add(sub)
-    # the shell thread reads the routes as it receives each request: each update replaces a tuple, so every read sees a whole one
-    kernel.routes[session] = kernel.routes.get(session, ()) + (sub,)
-    try: yield sub.sid
-    finally:
-        rest = tuple(s for s in kernel.routes.get(session, ()) if s is not sub)
-        if rest: kernel.routes[session] = rest
-        else: kernel.routes.pop(session, None)
-        kernel.shell_ch.call(sub.close)  # on the shell thread, after every request it routed here: they are served first
+    def children(self): return [*self.by_id.values(), *self.temporary]
 
-# ---- control handlers ----
-def _error(ename, evalue): return dict(status='error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+    def for_msg(self, msg):
+        "The subshell a shell message names in its header's `subshell_id` (JEP 91): None names the parent; None if there is no such subshell."
+        sid = msg['header'].get('subshell_id')
+        if sid is None:  # the parent, unless a cell of this client's session opened a temporary subshell (see `temporary`)
+            session = msg['header'].get('session')
+            temp = self.routes.get(session) if self.routes and isinstance(session, str) else None
+            return temp[-1] if temp else self.parent
+        return self.by_id.get(sid) if isinstance(sid, str) else None
 
-def setup(kernel):
-    "Child subshells: control handlers, the feature flag, and per-subshell IPython state."
-    kernel.subshells = {}  # subshell_id -> ChildSubshell; written on the control thread only
-    kernel.routes = {}  # client session -> the subshells `temporary` opened for it, newest last
-    kernel.temp_subshells = weakref.WeakSet()  # subshells `temporary` opened, until their thread ends
-    _per_subshell_state(kernel.shell)
-    def create(msg):
-        sub = ChildSubshell(kernel)
+    def running(self):
+        "The subshell whose cell runs in the current task, or None when called from anywhere else."
+        try: task = asyncio.current_task()
+        except RuntimeError: return None  # no loop runs in this thread
+        if task is None: return None
+        return next((s for s in [self.parent, *self.children()] if s.cell_task is task), None)
+
+    def unlock(self):
+        "From a running cell: let the requests queued behind it start while it goes on awaiting; False outside a cell."
+        sub = self.running()
+        if sub is None: return False
+        sub.unlock()
+        return True
+
+    @contextlib.contextmanager
+    def open_temporary(self):
+        "While the body runs, later requests from the running cell's client session go to a new subshell, which ends after the body."
+        parent = current_parent.get()
+        session = parent and parent['header'].get('session')
+        if not isinstance(session, str): raise RuntimeError("subshell() routes the requests of the client that ran the cell: call it inside a cell")
+        sub = ChildSubshell(self.kernel)
         sub.start()
-        kernel.subshells[sub.sid] = sub
+        self.temporary.add(sub)
+        # the shell thread reads the routes as it receives each request: each update replaces a tuple, so every read sees a whole one
+        self.routes[session] = self.routes.get(session, ()) + (sub,)
+        try: yield sub.sid
+        finally:
+            rest = tuple(s for s in self.routes.get(session, ()) if s is not sub)
+            if rest: self.routes[session] = rest
+            else: self.routes.pop(session, None)
+            self.kernel.shell_ch.call(sub.close)  # on the shell thread, after every request it routed here: they are served first
+
+    # ---- control handlers ----
+    def create(self, msg):
+        sub = ChildSubshell(self.kernel)
+        sub.start()
+        self.by_id[sub.sid] = sub
         return dict(status='ok', subshell_id=sub.sid)
-    def delete(msg):
+
+    def delete(self, msg):
         sid = msg['content'].get('subshell_id')
-        if not isinstance(sid, str): return _error('BadRequest', "delete_subshell_request: 'subshell_id' must be a str")
-        sub = kernel.subshells.pop(sid, None)
-        if sub is None: return _error('SubshellNotFound', f"no subshell {sid!r}")
+        if not isinstance(sid, str): return error_content('BadRequest', "delete_subshell_request: 'subshell_id' must be a str")
+        sub = self.by_id.pop(sid, None)
+        if sub is None: return error_content('SubshellNotFound', f"no subshell {sid!r}")
         sub.delete()
         return dict(status='ok')
-    def list_(msg): return dict(status='ok', subshell_id=list(kernel.subshells))
-    kernel.control_handlers.update(create_subshell_request=create, delete_subshell_request=delete, list_subshell_request=list_)
-    kernel.features.append('kernel subshells')
-    # SIGINT reaches only the main thread: pass it on to the children's cells
-    kernel.interrupt_subshells = lambda: [sub.interrupt() for sub in [*kernel.subshells.values(), *kernel.temp_subshells]]
+
+    def list(self, msg): return dict(status='ok', subshell_id=list(self.by_id))

@@ -4,7 +4,7 @@ from collections import deque
 from datetime import datetime, timezone, date
 from .env import env_float
 
-__all__ = ['DELIM', 'PROTOCOL_VERSION', 'WireError', 'Wire', 'dumps', 'now_iso', 'new_id']
+__all__ = ['DELIM', 'PROTOCOL_VERSION', 'WireError', 'Wire', 'dumps', 'error_content', 'now_iso', 'new_id']
 
 DELIM = b"<IDS|MSG>"
 PROTOCOL_VERSION = "5.5"
@@ -34,6 +34,10 @@ def dumps(o) -> bytes:
     # a lone surrogate (e.g. an escape a client sent, or a decoded file name) has no UTF-8 form: escape it as JSON does
     except UnicodeEncodeError: return _encode_ascii(o).encode()
 
+def error_content(ename, evalue):
+    "The content of an error reply that names its problem (the traceback is that one line)."
+    return dict(status='error', ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"])
+
 def now_iso(): return datetime.now(timezone.utc).isoformat()
 def new_id(): return uuid.uuid4().hex
 
@@ -61,8 +65,7 @@ class Wire:
         self.hmac = hmac.new(key, digestmod=algo) if key else None
         try: self.hmac and self.hmac.copy().hexdigest()
         except (TypeError, ValueError): raise ValueError(f"unsupported signature_scheme {scheme!r}") from None
-        self.key,self.algo,self.username,self.session = key,algo,username,new_id()
-        self.bsession = self.session.encode()
+        self.key,self.username,self.session = key,username,new_id()
         # a new header's JSON with its fixed fields encoded once (msg_id, msg_type and date are filled in): see `header_json`
         self.header_template = ('{"msg_id":"%s","msg_type":%s,"username":' + _encode(username).replace('%', '%%') +
                                 ',"session":"' + self.session + '","date":"%s","version":"' + PROTOCOL_VERSION + '"}')
