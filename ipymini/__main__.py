@@ -66,9 +66,8 @@ def main(argv=None):
     kernel_main(argv)
     import atexit
     atexit._run_exitfuncs()
-    for f in (sys.__stdout__, sys.__stderr__):
-        try: f.flush()
-        except (OSError, ValueError): pass  # the launcher that read them may be gone
+    from .streams import flush_files
+    flush_files(sys.__stdout__, sys.__stderr__)  # the launcher that reads them may be gone
     os._exit(0)  # the sockets' threads are done; skip a finalizer that could wait on them
 
 if __name__ == '__main__': main()

@@ -11,7 +11,7 @@ from asyncio import events
 from .channels import Loop
 from .env import env_flag
 
-__all__ = ['run', 'nested_loops', 'setup']
+__all__ = ['run', 'wake', 'setup']
 
 _run = asyncio.run
 nested_loops = {}  # thread ident -> the loop `run` runs there now: an interrupt of that thread wakes it

@@ -4,6 +4,7 @@ import comm
 from comm.base_comm import BaseComm, CommManager
 from .streams import get_parent
 from . import bridge
+from .wire import error_content
 
 __all__ = ['Comm', 'Manager', 'setup']
 log = logging.getLogger('ipymini')
@@ -43,7 +44,7 @@ class Manager(CommManager):
         "comm_info_request, on the shell thread: the open comms, of one target when `target_name` is given."
         target = msg['content'].get('target_name')
         if target is not None and not isinstance(target, str):
-            return dict(status='error', ename='BadRequest', evalue="comm_info_request: 'target_name' must be a string", traceback=[])
+            return error_content('BadRequest', "comm_info_request: 'target_name' must be a string")
         comms = {cid: dict(target_name=c.target_name) for cid,c in list(self.comms.items()) if target is None or c.target_name == target}
         return dict(status='ok', comms=comms)
 

@@ -1,9 +1,9 @@
 """stdin: `input()` and `getpass()` ask the front end with `input_request` and wait for its `input_reply`."""
 import bdb, builtins, getpass, logging, sys, threading
 from IPython.core.error import StdinNotImplementedError
-from .streams import get_parent
+from .streams import get_parent, flush_files
 
-__all__ = ['Stdin', 'setup']
+__all__ = ['Stdin', 'DebuggerInterrupted', 'setup']
 log = logging.getLogger('ipymini')
 
 class DebuggerInterrupted(Exception):
@@ -36,8 +36,7 @@ class Stdin:
         if parent is None or not parent.get('content', {}).get('allow_stdin', False):
             raise StdinNotImplementedError(f"{caller} was called, but this frontend does not support input requests.")
         k = self.kernel
-        for s in (sys.stdout, sys.stderr):
-            if s is not None: s.flush()
+        flush_files(sys.stdout, sys.stderr)
         self._iopub_barrier()
         hdr = k.wire.header('input_request')
         w = self.pending[hdr['msg_id']] = Waiter()

@@ -7,12 +7,18 @@ from concurrent.futures import ThreadPoolExecutor
 from .iopub import BIG_WRITE, Sink
 from .env import env_flag
 
-__all__ = ['current_parent', 'get_parent', 'set_default_parent', 'OutStream', 'FdCapture', 'setup']
+__all__ = ['current_parent', 'get_parent', 'set_default_parent', 'flush_files', 'OutStream', 'FdCapture', 'setup']
 log = logging.getLogger('ipymini')
 
 current_parent = contextvars.ContextVar('ipymini_parent', default=None)
 _get = current_parent.get
 _default = [None]
+
+def flush_files(*files):
+    "Flush `files`, skipping any that is None, closed, or whose reader is gone."
+    for f in files:
+        try: f and f.flush()
+        except (OSError, ValueError): pass
 
 def set_default_parent(msg):
     "The parent for output from code that runs outside any request's context (e.g. a thread started by the kernel)."
@@ -154,9 +160,7 @@ class FdCapture:
 
     def flush(self, parent=None):
         "Push out buffered output and forward everything written to the fds so far (e.g. before a cell's idle)."
-        for f in (sys.__stdout__, sys.__stderr__):
-            try: f and f.flush()
-            except (OSError, ValueError): pass
+        flush_files(sys.__stdout__, sys.__stderr__)
         if self.fflush and self.c_pending(): self.fflush(None)
         self.drain(parent)
 

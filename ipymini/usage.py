@@ -1,7 +1,7 @@
 """`usage_request` on control: host and kernel CPU and memory, in the shape jupyter-resource-usage reads (needs psutil)."""
 import os, socket, time
 
-__all__ = ['setup', 'usage']
+__all__ = ['setup']
 
 class _Usage:
     "Keeps psutil's Process objects between requests: CPU percentages are measured from one call to the next."
