@@ -23,7 +23,7 @@ def install_main(argv):
 def kernel_main(argv):
     p = _Parser(prog="python -m ipymini", description="Run the ipymini Jupyter kernel. Subcommand: install.")
     p.add_argument('-f', '--connection-file', metavar='FILE', help="connection file written by the launcher")
-    p.add_argument('--debug', action='store_true', help="log every message")
+    p.add_argument('--debug', action='store_true', help="log informational messages too (child processes ended, a missing debugpy, ...)")
     p.add_argument('--version', action='version', version=__version__)
     p.epilog = "IPython options (--Class.trait=value, --matplotlib=inline, ...) apply as in ipykernel; others get a warning."
     a,extra = p.parse_known_args(argv)

@@ -98,6 +98,7 @@ class Kernel:
         self.before_execute,self.after_execute = [],[]  # fn(msg) around each execute, on its subshell's thread; after: before its idle
         # ---- the parts' objects, set by their `setup` (None: that part is off) ----
         self.debugger = self.stdin = self.comm_manager = self.fd_capture = None
+        self.debugger_enabled = False  # kernel_info's `debugger`: true once the debugger part is set up
         # ---- set by `start`, on the main thread ----
         self.loop = self.done = self.shell = None
         self.stop_on_error_timeout = 0.
