@@ -50,7 +50,7 @@ def hide_thread(t):
 HIDDEN_RE = re.compile(r'^(__.*__|_+|_i+|_i?\d+|_[oid]h)$')  # dunders and IPython's output/input history names
 
 class DAPClient:
-    "One Debug Adapter Protocol connection: `send` a request, `wait` for its response; events go to `on_event`, responses first to `on_response`."
+    "One Debug Adapter Protocol connection: `send` a request, `wait` for its response; events go to `on_event`, responses to `on_response` too."
     def __init__(self, host, port, on_event, on_response=None):
         self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
         self.sock.settimeout(None)
@@ -176,7 +176,7 @@ class Debugger:
     # ---- the control handler ----
     def on_request(self, msg):
         "Answer one debug_request with the DAP response as the debug_reply's content."
-        req,self.sender = msg['content'],(msg.get('header') or {}).get('session')  # control handlers run one at a time
+        req,self.sender = msg['content'],(msg.get('header') or {}).get('session')  # one control request at a time
         if not isinstance(req, dict) or not isinstance(req.get('command'), str) or not req['command']:
             return dict(type='response', request_seq=0, success=False, command='', message="debug_request: 'command' must be a non-empty string")
         if not isinstance(req.get('seq', 0), int): req['seq'] = 0

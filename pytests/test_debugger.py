@@ -153,7 +153,8 @@ def test_cell_files_named_as_ipykernel_names_them(kernel, dbg):
     mine = scheme(kernel[0], dbg.ok('debugInfo'))
     with ipykernel_manager() as (km,kc): theirs = scheme(km, Debug(kc).ok('debugInfo'))
     assert mine == theirs
-    assert dbg.ok('dumpCell', code=CELL)['sourcePath'] == mine['tmpFilePrefix'].replace('PID', str(kernel[0].provisioner.process.pid)) + f"{murmur2(CELL.encode(), SEED)}.py"
+    prefix = mine['tmpFilePrefix'].replace('PID', str(kernel[0].provisioner.process.pid))
+    assert dbg.ok('dumpCell', code=CELL)['sourcePath'] == f"{prefix}{murmur2(CELL.encode(), SEED)}.py"
 
 def test_edited_cell_gets_its_own_file(started):
     "A breakpoint is set on the file of the code as it is now: an edited cell stops there, the older version's file stays as it was."

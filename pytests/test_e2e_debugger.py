@@ -23,8 +23,8 @@ def break_at(nb, cell, line):
 
 def panels(bar):
     "Locators of the Breakpoints panel's cell names and lines, the Call Stack's frame locations, and the Variables' names and values."
-    return (bar.locator('.jp-DebuggerBreakpoint-source'), bar.locator('.jp-DebuggerBreakpoint-line'),
-            bar.locator('.jp-DebuggerCallstackFrame-location'), *[bar.locator(f'.jp-DebuggerVariables-body .jp-DebuggerVariables-{k}') for k in ('name', 'detail')])
+    return (*[bar.locator(f'.jp-Debugger{k}') for k in ('Breakpoint-source', 'Breakpoint-line', 'CallstackFrame-location')],
+            *[bar.locator(f'.jp-DebuggerVariables-body .jp-DebuggerVariables-{k}') for k in ('name', 'detail')])
 
 def test_breakpoint_variables_next_continue(nb):
     "Cells are named `Cell [n]` in the Call Stack and Breakpoints panels, as with ipykernel; Variables lists the function's locals."
