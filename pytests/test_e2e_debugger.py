@@ -15,11 +15,12 @@ def toggle(nb, on):
     return nb.page.locator('.jp-DebuggerSidebar')
 
 def break_at(nb, cell, line):
-    "Click the breakpoint gutter of `cell`, level with its `line` (from 1)."
-    gutter,text = nb.cell(cell).locator('.cm-breakpoint-gutter').first,nb.cell(cell).locator('.cm-line').nth(line - 1)
-    nb.expect(gutter).to_be_visible()
-    g,l = gutter.bounding_box(),text.bounding_box()
-    nb.page.mouse.click(g['x'] + g['width']/2, l['y'] + l['height']/2)
+    "Click the breakpoint gutter of `cell` next to its `line` (from 1), and see the breakpoint's dot there."
+    # one gutter element per line, after a hidden spacer: element `line` is level with line number `line`
+    nb.expect(nb.cell(cell).locator('.cm-lineNumbers > .cm-gutterElement').nth(line)).to_have_text(str(line))
+    mark = nb.cell(cell).locator('div.cm-breakpoint-gutter > .cm-gutterElement').nth(line)
+    mark.click()
+    nb.expect(mark.locator('.cm-breakpoint-icon')).to_be_visible()
 
 def panels(bar):
     "Locators of the Breakpoints panel's cell names and lines, the Call Stack's frame locations, and the Variables' names and values."
