@@ -27,8 +27,10 @@ class Floor:
         for s,name in [(self.shell, "shell_port"), (self.control, "control_port"), (self.stdin, "stdin_port"), (self.iopub, "iopub_port"),
                        (self.hb, "hb_port")]:
             s.setsockopt(zmq.LINGER, 0)
+            # before bind, where libzmq reads it: a benchmark client reads everything, so nothing is ever dropped (a ROUTER
+            # drops replies past its HWM of 1,000 silently, which a burst of 1,000 pipelined executes reaches)
+            s.setsockopt(zmq.SNDHWM, 0)
             s.bind(url(name))
-        self.iopub.setsockopt(zmq.SNDHWM, 0)  # a benchmark client reads everything: never drop output
 
     def sign(self, parts):
         h = hmac.new(self.key, digestmod=hashlib.sha256)
