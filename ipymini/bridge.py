@@ -1,6 +1,7 @@
 """IPython behind the protocol: the shell subclass, display hooks, profile and config, and the execute/complete/inspect/history handlers."""
 import os, re, sys, math, contextlib, logging, threading, types
 from IPython.core.interactiveshell import InteractiveShell
+from IPython.core.compilerop import CachingCompiler
 from IPython.core.async_helpers import _asyncio_runner
 from IPython.core.displayhook import DisplayHook
 from IPython.core.displaypub import DisplayPublisher
@@ -13,6 +14,7 @@ from traitlets import Type, Any, default
 from traitlets.config import Config
 from .streams import get_parent, set_default_parent, current_parent, OutStream
 from .env import env_flag, env_float
+from .dap import cell_path
 
 try: from IPython.core.completer import provisionalcompleter, rectify_completions
 except ImportError: provisionalcompleter = rectify_completions = None
@@ -83,11 +85,16 @@ class KernelExitAutocall(ExitAutocall):
         self._ip.keepkernel_on_exit = keep_kernel
         self._ip.ask_exit()
 
+class CellCompiler(CachingCompiler):
+    "Compiles each cell under the file name debugger front ends compute from its code (`dap.cell_path`), as ipykernel does."
+    def get_code_name(self, raw_code, transformed_code, number): return cell_path(raw_code)
+
 class ZMQInteractiveShell(InteractiveShell):
     "An InteractiveShell that talks to a kernel's IOPub instead of a terminal; named as ipykernel's, whose name libraries look for."
     __module__ = SHIM  # plotly, click and others recognise a notebook kernel by the shell's module (see `ipykernel_names`)
     displayhook_class = Type(MiniDisplayHook)
     display_pub_class = Type(MiniDisplayPublisher)
+    compiler_class = Type(CellCompiler)
     kernel = Any(None)
     readline_use = False
     keepkernel_on_exit = False

@@ -1,118 +1,19 @@
-"""The debugger: Debug Adapter Protocol requests in `debug_request` on control, answered from debugpy running in-process."""
-import os, sys, re, types, json, reprlib, struct, socket, atexit, threading, itertools, linecache, logging, functools, importlib.util, ast
+"""The debugger, kernel side: `debug_request` on control carries one DAP request; the kernel answers Jupyter's extensions and the
+requests that need its view of the user's namespace, and forwards the rest to debugpy running in-process (see `dap`)."""
+import os, sys, re, types, reprlib, threading, itertools, linecache, logging, importlib.util, ast
 from concurrent.futures import Future, TimeoutError as FutureTimeout
 from .streams import get_parent
-from .env import env_float
+from .dap import DAPClient, HASH_SEED, TMP_SUFFIX, TIMEOUT, tmp_prefix, make_tmp_dir, cell_path, hide_thread
 
-__all__ = ['murmur2', 'cell_path', 'Debugger', 'setup']
+__all__ = ['Debugger', 'setup']
 log = logging.getLogger('ipymini')
 
-HASH_SEED = 0xC70F6907  # the seed front ends are told in debugInfo; with murmur2 they name a cell's file as the kernel does
-TMP_SUFFIX = '.py'
-TIMEOUT = env_float('IPYMINI_DEBUG_TIMEOUT', 10.)  # longest wait for debugpy's answer to one request
 START_TIMEOUT = 30  # debugpy.listen starts the adapter process: a cold start of a loaded machine takes seconds
 
-def murmur2(data: bytes, seed: int) -> int:
-    "32-bit MurmurHash2 of `data`, reading 4-byte blocks little-endian."
-    m,n = 0x5BD1E995,len(data)
-    h,end = (seed ^ n) & 0xFFFFFFFF,n & ~3
-    for (k,) in struct.iter_unpack('<I', data[:end]):
-        k = (k * m) & 0xFFFFFFFF
-        k = ((k ^ (k >> 24)) * m) & 0xFFFFFFFF
-        h = ((h * m) & 0xFFFFFFFF) ^ k
-    if n & 3: h = ((h ^ int.from_bytes(data[end:], 'little')) * m) & 0xFFFFFFFF
-    h = ((h ^ (h >> 13)) * m) & 0xFFFFFFFF
-    return h ^ (h >> 15)
-
-@functools.cache
-def tmp_prefix():
-    "The folder of this kernel's cell files, with a trailing separator (tempfile loads only when a cell first needs it)."
-    import tempfile
-    # named as ipykernel names it: JupyterLab shows a source as `Cell [n]` only if its path contains `ipykernel_`
-    return os.path.join(tempfile.gettempdir(), f'ipykernel_{os.getpid()}') + os.sep
-
-@functools.cache
-def make_tmp_dir():
-    "Create the cell folder once, and remove it when the kernel exits."
-    import shutil
-    os.makedirs(tmp_prefix(), mode=0o700, exist_ok=True)
-    atexit.register(shutil.rmtree, tmp_prefix(), ignore_errors=True)
-
-@functools.lru_cache(maxsize=512)
-def cell_path(code: str) -> str:
-    "The file a cell's code is compiled under and dumped to: the path front ends compute from debugInfo."
-    return f"{tmp_prefix()}{murmur2(code.encode('utf-8', 'surrogatepass'), HASH_SEED)}{TMP_SUFFIX}"  # a lone surrogate must not fail a cell
-
-def hide_thread(t):
-    "Keep debugpy out of a kernel thread: no tracing (sys.settrace), no sys.monitoring events, never suspended or listed."
-    t.pydev_do_not_trace = t.is_pydev_daemon_thread = True
+NO_SESSION = "the debugger is not started: send 'initialize' first"
+LOCAL_WITH_SESSION = {'attach', 'configurationDone', 'setBreakpoints'}  # answered here, but only in a session; forwarded ones all need one
 
 HIDDEN_RE = re.compile(r'^(__.*__|_+|_i+|_i?\d+|_[oid]h)$')  # dunders and IPython's output/input history names
-
-class DAPClient:
-    "One Debug Adapter Protocol connection: `send` a request, `wait` for its response; events go to `on_event`, responses to `on_response` too."
-    def __init__(self, host, port, on_event, on_response=None):
-        self.sock = socket.create_connection((host, port), timeout=TIMEOUT)
-        self.sock.settimeout(None)
-        self.on_event,self.on_response,self.lock,self.seqs = on_event,on_response,threading.Lock(),itertools.count(1)
-        self.waiting,self.closed = {},False
-        t = threading.Thread(target=self._read, name='ipymini-debugpy', daemon=True)
-        hide_thread(t)
-        t.start()
-
-    def send(self, command, arguments=None, answer=True):
-        "Send a request; returns its seq, for `wait` (with `answer=False` its response is dropped)."
-        seq = next(self.seqs)
-        if answer: self.waiting[seq] = [threading.Event(), None]
-        body = json.dumps(dict(seq=seq, type='request', command=command, arguments=arguments or {})).encode()
-        with self.lock:
-            try: self.sock.sendall(b'Content-Length: %d\r\n\r\n' % len(body) + body)
-            except OSError: self.closed = True
-        return seq
-
-    def wait(self, seq, timeout=TIMEOUT):
-        "The response to request `seq`; TimeoutError if debugpy says nothing in time, ConnectionError if it went away."
-        slot = self.waiting[seq]
-        ok = slot[0].wait(timeout)
-        self.waiting.pop(seq, None)
-        if slot[1] is not None: return slot[1]
-        if not ok: raise TimeoutError(f"debugpy did not answer within {timeout:g} s")
-        raise ConnectionError("the connection to debugpy is closed")
-
-    def request(self, command, arguments=None, timeout=TIMEOUT): return self.wait(self.send(command, arguments), timeout)
-
-    def _read(self):
-        buf = bytearray()
-        try:
-            while True:
-                data = self.sock.recv(1 << 16)
-                if not data: break
-                buf += data
-                while (i := buf.find(b'\r\n\r\n')) >= 0:
-                    hdrs = dict(l.split(b':', 1) for l in bytes(buf[:i]).split(b'\r\n') if b':' in l)
-                    n = int(hdrs.get(b'Content-Length', 0))
-                    if len(buf) < i + 4 + n: break
-                    body = bytes(buf[i+4:i+4+n])
-                    del buf[:i+4+n]
-                    self._dispatch(json.loads(body))
-        except (OSError, ValueError) as e: log.warning("debugpy connection: %s", e)
-        finally:
-            self.closed = True
-            for ev,_ in list(self.waiting.values()): ev.set()
-
-    def _dispatch(self, msg):
-        kind = msg.get('type')
-        handler = self.on_event if kind == 'event' else self.on_response if kind == 'response' else None
-        if handler:
-            try: handler(msg)
-            except Exception: log.exception("error handling debug %s %s", kind, msg.get('event') or msg.get('command'))
-        if kind == 'response' and (slot := self.waiting.get(msg.get('request_seq'))): slot[1] = msg; slot[0].set()
-
-    def close(self):
-        self.closed = True
-        try: self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError: pass
-        self.sock.close()
 
 def _repr_limits():
     r = reprlib.Repr()
@@ -160,7 +61,7 @@ class Debugger:
     "debug_request handlers: most DAP requests go to debugpy's adapter; the Jupyter extensions are answered here."
     def __init__(self, kernel):
         self.kernel,self.shell = kernel,kernel.shell
-        self.client,self.endpoint,self.started,self.attached,self.hooked = None,None,False,False,False
+        self.client,self.endpoint,self.started,self.attached = None,None,False,False
         self.breakpoints,self.stopped = {},set()
         self.caps,self.removed_transforms,self.sender,self.owner = None,[],None,None
         self.explorer = Variables()
@@ -184,10 +85,8 @@ class Debugger:
         if not isinstance(req['arguments'], dict): return self.fail(req, "'arguments' must be an object")
         fn = self.local.get(req['command'])
         if req['command'] == 'launch': return self.fail(req, "the kernel is debugged in-process: use 'attach'")
-        try:
-            if fn: return fn(req)
-            if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
-            return self.forward(req)
+        if not self.started and (fn is None or req['command'] in LOCAL_WITH_SESSION): return self.fail(req, NO_SESSION)
+        try: return fn(req) if fn else self.forward(req)
         except (TimeoutError, ConnectionError) as e: return self.fail(req, f"{req['command']}: {e}")
         except Exception as e:
             log.exception("debug request %s", req['command'])
@@ -255,19 +154,6 @@ class Debugger:
         save = getattr(self.shell.history_manager, 'save_thread', None)
         if save is not None: hide_thread(save)
 
-    def _hook_sigint(self):
-        "An interrupt while a cell is stopped resumes it first: a KeyboardInterrupt raised inside debugpy's tracer ends debugging."
-        k,mod = self.kernel,sys.modules[type(self.kernel).__module__]
-        unsafe = getattr(mod, 'SIGINT_UNSAFE', None)
-        if self.hooked or not hasattr(k, 'interrupt_subshells') or not isinstance(unsafe, set): return
-        self.hooked,orig = True,k.interrupt_subshells
-        def hook():
-            self.resume_for_interrupt()
-            return orig()
-        k.interrupt_subshells = hook
-        # the kernel delivers a SIGINT that lands in these modules again a moment later: by then the cell runs user code again
-        unsafe.update(n for n in list(sys.modules) if n == 'pydevd' or n.startswith(('_pydevd', '_pydev_')))
-
     def resume_for_interrupt(self):
         "On the main thread, in the SIGINT handler: let the stopped threads run, and tell front ends they do."
         client,stopped = self.client,sorted(self.stopped)
@@ -285,7 +171,9 @@ class Debugger:
             return self.fail(req, "Invalid message: Session is already initialized")
         self._hide_kernel_threads()
         host,port = self._ensure_listening()
-        self._hook_sigint()
+        # the kernel delivers a SIGINT that lands in debugpy's tracer again a moment later (a KeyboardInterrupt raised there ends
+        # debugging for the thread); by then `resume_for_interrupt` has the cell running user code again
+        self.kernel.interrupts.unsafe.update(n for n in list(sys.modules) if n == 'pydevd' or n.startswith(('_pydevd', '_pydev_')))
         make_tmp_dir()
         self.initialized.clear()
         self.client = DAPClient(host, port, self.on_event, self.on_response)
@@ -303,7 +191,6 @@ class Debugger:
         return rep
 
     def attach(self, req):
-        if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
         if self.attached: return self.respond(req)
         host,port = self.endpoint
         args = dict(req['arguments'], connect=dict(host=host, port=port), redirectOutput=False,
@@ -321,7 +208,7 @@ class Debugger:
 
     def configuration_done(self, req):
         # done during attach; front ends send it again when they restore their breakpoints
-        return self.respond(req) if self.started else self.fail(req, "the debugger is not started")
+        return self.respond(req)
 
     def _stop(self):
         if self.client: self.client.close()
@@ -372,7 +259,6 @@ class Debugger:
         return self.fail(req, f"source unavailable: {path}")
 
     def set_breakpoints(self, req):
-        if not self.started: return self.fail(req, "the debugger is not started: send 'initialize' first")
         src = req['arguments'].get('source')
         path = src.get('path') if isinstance(src, dict) else None
         rep = self.forward(req)
@@ -394,7 +280,6 @@ class Debugger:
         if not self.stopped:
             ref = req['arguments'].get('variablesReference')
             return self.respond(req, dict(variables=self.explorer.children(ref) if isinstance(ref, int) else []))
-        if not self.started: return self.fail(req, "the debugger is not started")
         rep = self.forward(req)
         body = rep.get('body')
         if isinstance(body, dict) and isinstance(body.get('variables'), list):
@@ -440,13 +325,11 @@ class Debugger:
             if isinstance(path, str) and path.endswith('.py'): out.append(dict(id=i, name=m.__name__, path=path))
         return self.respond(req, dict(modules=out, totalModules=len(mods)))
 
-def _code_name(raw_code, transformed_code, number): return cell_path(raw_code)
-
 def setup(kernel):
-    "Register debug_request, and compile cells under the names the debugger's front ends compute."
+    "Register debug_request, and resume a stopped cell first on an interrupt. (Cells are compiled under `dap.cell_path`, see bridge.)"
     if importlib.util.find_spec('debugpy') is None: return log.info("debugpy is not installed: no debugger")
     dbg = kernel.debugger = Debugger(kernel)
-    kernel.shell.compile.get_code_name = _code_name
     kernel.control_handlers['debug_request'] = dbg.on_request
+    kernel.interrupts.on_interrupt.append(dbg.resume_for_interrupt)
     kernel.debugger_enabled = True
     kernel.features.append('debugger')

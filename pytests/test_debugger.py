@@ -4,7 +4,7 @@ from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from kernel_utils import TIMEOUT, get_reply, types, stdout, start_kernel
 import ipymini.kernel
-from ipymini.debugger import murmur2
+from ipymini.dap import murmur2
 
 SEED = 0xC70F6907
 CELL = "def f(x):\n    y = x * 2\n    return y + 1\nprint(f(20))\n"
@@ -350,7 +350,6 @@ def test_pause_then_evaluate_to_end_a_loop(started):
     reply,io = started.finish(mid)
     assert reply['status'] == 'ok' and stdout(io) == 'left the loop\n'
 
-@pytest.mark.skipif(not hasattr(ipymini.kernel, 'SIGINT_UNSAFE'), reason="needs the kernel's SIGINT retry outside unsafe modules")
 def test_interrupt_while_stopped_resumes_then_interrupts(started):
     code = "import time\nx = 1\nwhile True:\n    time.sleep(0.01)\n"
     mid,path,tid = started.stop_at(code, [2])
