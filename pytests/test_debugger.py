@@ -1,9 +1,7 @@
 """The debugger: DAP in debug_request/debug_reply on control, debug_event on IOPub, breakpoints in dumped cells."""
 import os, time, queue, tempfile, contextlib, pytest
-from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from kernel_utils import TIMEOUT, get_reply, types, stdout, start_kernel
-import ipymini.kernel
 from ipymini.dap import murmur2
 
 SEED = 0xC70F6907
@@ -129,21 +127,11 @@ def test_dump_cell_and_source(dbg):
     assert rep['success'] is False and 'unavailable' in rep['message']
     assert dbg.request('dumpCell', code=3)['success'] is False
 
-@contextlib.contextmanager
 def ipykernel_manager():
     "ipykernel (kernelspec python3) started as front ends start it, to compare with."
     try: KernelSpecManager().get_kernel_spec('python3')
-    except NoSuchKernel: pytest.skip("ipykernel's kernelspec python3 is not installed")
-    km = KernelManager(kernel_name='python3')
-    km.start_kernel()
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=TIMEOUT)
-        yield km,kc
-    finally:
-        kc.stop_channels()
-        km.shutdown_kernel(now=True)
+    except NoSuchKernel: pytest.fail("ipykernel's kernelspec python3 is missing: pip install -e '.[test]'")
+    return start_kernel(kernel_name='python3')
 
 def test_cell_files_named_as_ipykernel_names_them(kernel, dbg):
     "debugInfo's file scheme is ipykernel's with the kernel's own pid: a cell's file is the same path but for the pid."

@@ -2,7 +2,6 @@
 import importlib.util, json, os, re, shutil, time, pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from jupyter_core.paths import jupyter_runtime_dir
-from jupyter_client.manager import KernelManager
 from kernel_utils import execute, outputs, stdout, start_kernel, TIMEOUT
 
 KERNEL_MAGICS = {'autosave', 'clear', 'connect_info', 'ed', 'edit', 'gui', 'less', 'man', 'more', 'qtconsole', 'subshell'}
@@ -127,17 +126,8 @@ def test_lsmagic(kc):
     listed = stdout([dict(msg_type=t, content=c) for t,c in out])
     assert all(f"'{m}'" in listed.split('] [')[0] for m in KERNEL_MAGICS)
     try: KernelSpecManager().get_kernel_spec('python3')
-    except NoSuchKernel: return
-    km = KernelManager(kernel_name='python3')
-    km.start_kernel()
-    ref = km.client()
-    ref.start_channels()
-    try:
-        ref.wait_for_ready(timeout=TIMEOUT)
-        _,ref_out = ok(ref, LSMAGIC)
-    finally:
-        ref.stop_channels()
-        km.shutdown_kernel(now=True)
+    except NoSuchKernel: pytest.fail("ipykernel's kernelspec python3 is missing: pip install -e '.[test]'")
+    with start_kernel(kernel_name='python3') as (km,ref): _,ref_out = ok(ref, LSMAGIC)
     assert listed == stdout([dict(msg_type=t, content=c) for t,c in ref_out])
 
 def test_outrank_ipython_magics_loaded_later(kc, tmp_path):
