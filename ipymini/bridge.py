@@ -236,7 +236,7 @@ def make_shell(kernel, user_ns=None, argv=()):
     batch_history(shell, kernel)
     return shell
 
-EXIT_GRACE = 1.  # seconds between `exit`'s reply and the kernel's stop
+EXIT_GRACE = 3.  # seconds between `exit`'s reply and the kernel's stop: a loaded machine can stall a front end for over a second
 HISTORY_DELAY = 0.5  # seconds after a cell before its input is written to the history database
 
 def batch_history(shell, kernel):
