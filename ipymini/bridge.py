@@ -1,5 +1,5 @@
 """IPython behind the protocol: the shell subclass, display hooks, profile and config, and the execute/complete/inspect/history handlers."""
-import os, re, sys, math, contextlib, logging, threading, types
+import os, re, sys, contextlib, logging, threading, types
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.compilerop import CachingCompiler
 from IPython.core.async_helpers import _asyncio_runner
@@ -11,7 +11,6 @@ from IPython.core.shellapp import InteractiveShellApp, shell_aliases, shell_flag
 from IPython.core import page
 from IPython.utils.tokenutil import token_at_cursor, line_at_cursor
 from traitlets import Type, Any, default
-from traitlets.config import Config
 from .streams import get_parent, set_default_parent, current_parent, OutStream
 from .env import env_flag, env_float
 from .dap import cell_path
@@ -27,8 +26,8 @@ SHIM = 'ipykernel.zmqshell'
 def ipykernel_module(name, **attrs):
     """Put a module `name` holding `attrs` in sys.modules, unless one is there: libraries tell a notebook kernel by ipykernel's module
     names (tqdm looks for 'ipykernel.zmqshell' in sys.modules, plotly and click at the shell's and stdout's class modules) and
-    import its comm class from 'ipykernel.comm'. The package
-    `ipykernel` itself is never faked: where it is installed, `import ipykernel` gives it."""
+    import its comm class from 'ipykernel.comm'. The package `ipykernel` itself is never faked: where it is installed,
+    `import ipykernel` gives it."""
     if name in sys.modules: return sys.modules[name]
     mod = sys.modules[name] = types.ModuleType(name, f"ipymini's {', '.join(attrs)} under the name libraries import them by")
     vars(mod).update(attrs)
@@ -91,7 +90,7 @@ class CellCompiler(CachingCompiler):
 
 class ZMQInteractiveShell(InteractiveShell):
     "An InteractiveShell that talks to a kernel's IOPub instead of a terminal; named as ipykernel's, whose name libraries look for."
-    __module__ = SHIM  # plotly, click and others recognise a notebook kernel by the shell's module (see `ipykernel_names`)
+    __module__ = SHIM  # plotly, click and others recognise a notebook kernel by the shell's module (see `ipykernel_module`)
     displayhook_class = Type(MiniDisplayHook)
     display_pub_class = Type(MiniDisplayPublisher)
     compiler_class = Type(CellCompiler)
@@ -190,12 +189,15 @@ def split_options(argv, aliases=IPKernelApp.aliases, flags=IPKernelApp.flags):
     while i < len(argv):
         a,m = argv[i],OPTION_RE.match(argv[i])
         i += 1
-        if m is None: junk.append(a); continue
-        name,known = m.group(1),'.' in m.group(1) or m.group(1) in aliases or m.group(1) in flags
-        if not known: (unknown if m.group(2) else junk).append(a); continue
+        name = m and m.group(1)
+        if m is None or not ('.' in name or name in aliases or name in flags):
+            (unknown if m and m.group(2) else junk).append(a)
+            continue
         ok.append(a)
         # `--name value`: a config option or an alias takes the next word as its value
-        if m.group(2) is None and name not in flags and i < len(argv) and not argv[i].startswith('-'): ok.append(argv[i]); i += 1
+        if m.group(2) is None and name not in flags and i < len(argv) and not argv[i].startswith('-'):
+            ok.append(argv[i])
+            i += 1
     return ok,unknown,junk
 
 def load_app(argv=(), connection_file=None):
@@ -229,7 +231,7 @@ def make_shell(kernel, user_ns=None, argv=()):
     if jedi is not None: shell.Completer.use_jedi = jedi
     shell.experimental_completions = provisionalcompleter is not None and env_flag('IPYMINI_EXPERIMENTAL_COMPLETIONS', True)
     if app is not None:
-        known = configured_classes(shell) | {'IPKernelApp'}
+        known = (configured_classes(shell) | {'IPKernelApp'}) if app.cli_config else ()  # at start only when options were given
         for sec,traits in app.cli_config.items():
             for t in traits if sec not in known else (): log.warning("ignoring command-line option --%s.%s: this kernel has no %s", sec, t, sec)
         app.start_shell(shell, kernel)

@@ -155,8 +155,9 @@ class Kernel:
     def not_found(self, msg, evalue):
         "The answer to a shell message whose subshell does not exist: busy, error reply (for a request), idle."
         log.warning("shell: %s for missing subshell: %s", msg['msg_type'], evalue)
-        if msg['msg_type'].endswith('_request'): self.answer_error(self.shell_ch, msg, 'SubshellNotFound', evalue)
-        else: self.status('busy', msg); self.status('idle', msg)
+        if msg['msg_type'].endswith('_request'): return self.answer_error(self.shell_ch, msg, 'SubshellNotFound', evalue)
+        self.status('busy', msg)
+        self.status('idle', msg)
 
     # ---- receiving (on the socket threads) ----
     def parse(self, frames, ch):

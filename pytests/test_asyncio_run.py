@@ -1,8 +1,7 @@
 """`asyncio.run()` in a cell runs as in a script (ipykernel refuses it: "cannot be called from a running event loop"), while the
 kernel's own loop, top-level await and tasks started from cells work as before."""
-import sys
 from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, outputs, stdout, wait_stream, control, run,
-                          send, TIMEOUT)
+                          send)
 
 def ok(kc, code, sid=None):
     "Run `code` (on subshell `sid`), which must succeed; returns (reply content, IOPub outputs)."
@@ -93,7 +92,7 @@ def test_nested_run_raises_the_standard_error(kc):
     assert c['status'] == 'error' and c['ename'] == 'RuntimeError' and 'cannot be called from a running event loop' in c['evalue']
 
 def test_outside_a_cell_it_is_plain_python(kc):
-    code = f"""import asyncio, threading, subprocess, sys
+    code = """import asyncio, threading, subprocess, sys
 async def where(): return type(asyncio.get_running_loop()).__module__
 out = []
 t = threading.Thread(target=lambda: out.append(asyncio.run(where())))

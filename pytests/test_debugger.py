@@ -1,5 +1,5 @@
 """The debugger: DAP in debug_request/debug_reply on control, debug_event on IOPub, breakpoints in dumped cells."""
-import os, time, queue, tempfile, contextlib, pytest
+import os, time, queue, tempfile, pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from kernel_utils import TIMEOUT, get_reply, types, stdout, start_kernel
 from ipymini.dap import murmur2

@@ -4,8 +4,8 @@ cell runs on both kernels (ipykernel's kernelspec `python3` is installed with th
 import os, sys, json, time, subprocess, contextlib
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, outputs, stdout, types, parent_id, send,
-                          collect, TIMEOUT, KERNEL_NAME)
+from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, outputs, stdout, types, parent_id, collect,
+                          TIMEOUT, KERNEL_NAME)
 
 KERNELS = [KERNEL_NAME, 'python3']
 
