@@ -1,10 +1,41 @@
 """Helpers for protocol tests: start ipymini through KernelManager and wait on exact messages."""
-import os, sys, time, contextlib, queue
+import os, sys, time, contextlib, queue, tempfile
 from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
 TIMEOUT = float(os.environ.get('IPYMINI_TEST_TIMEOUT', 30))
 KERNEL_NAME = os.environ.get('IPYMINI_TEST_KERNEL', 'ipymini')
+
+# ---- a private home: no test writes the user's ~/.ipython, ~/.jupyter, ~/.local/share/jupyter or caches ----
+USER_DIRS = ('.ipython', '.jupyter', '.local/share/jupyter', '.config/matplotlib', '.cache/matplotlib', '.config/ipython')
+
+def private_home(root):
+    "Environment that sends everything a kernel, a Jupyter server or a library writes for the user into `root`."
+    d = dict(IPYTHONDIR='.ipython', JUPYTER_CONFIG_DIR='.jupyter', JUPYTER_DATA_DIR='.local/share/jupyter', JUPYTER_RUNTIME_DIR='.local/share/jupyter/runtime',
+             MPLCONFIGDIR='.config/matplotlib', XDG_CONFIG_HOME='.config', XDG_CACHE_HOME='.cache', XDG_DATA_HOME='.local/share')
+    return dict(HOME=str(root), **{k: os.path.join(root, v) for k,v in d.items()})
+
+_home = {}
+def use_private_home():
+    """Point this process's environment, which every kernel, server and client it starts inherits, at a private home in a temp
+    folder (once: later calls keep it); returns the real home."""
+    if not _home:
+        _home['real'] = os.path.expanduser('~')
+        _home['private'] = tempfile.mkdtemp(prefix='ipymini-test-home-')
+        os.environ.update(private_home(_home['private']))
+    return _home['real']
+
+def home_snapshot(home):
+    "path -> (size, mtime) of every file and folder under the user folders of `home` that kernels and Jupyter write to."
+    out = {}
+    for d in USER_DIRS:
+        top = os.path.join(home, d)
+        for root,dirs,files in os.walk(top):
+            for n in [root, *(os.path.join(root, f) for f in files)]:
+                with contextlib.suppress(OSError):
+                    st = os.lstat(n)
+                    out[os.path.relpath(n, home)] = (st.st_size, st.st_mtime_ns)
+    return out
 
 def check_kernelspec():
     "The tests drive the installed kernelspec, as front ends do."
@@ -15,6 +46,7 @@ def check_kernelspec():
 def start_kernel(env=None, cwd=None, kernel_name=None, **kw):
     "A running kernel (ipymini, or the kernelspec `kernel_name`, e.g. ipykernel's python3) and a ready client, shut down afterwards."
     if kernel_name is None: check_kernelspec()
+    use_private_home()
     km = KernelManager(kernel_name=kernel_name or KERNEL_NAME)
     kenv = {**os.environ, **(env or {})}
     km.start_kernel(env=kenv, cwd=cwd, **kw)
