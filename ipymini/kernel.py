@@ -4,6 +4,7 @@ The optional parts plug in through named hook points, each a table or a list dec
 (`shell_handlers`, `control_handlers`, `queued_handlers`, `stdin_handlers`), `features`, `before_execute` / `after_execute`, and
 `interrupts.on_interrupt`. Each part's module has a `setup(kernel)`, run once IPython is up (EXTENSIONS)."""
 import asyncio, importlib, json, logging, os, sys, threading
+from collections.abc import Mapping
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, error_content, PROTOCOL_VERSION, MAX_FRAME
@@ -65,6 +66,16 @@ def check_content(msg):
             raise WireError(f"{msg['msg_type']}: '{k}' must be a {'non-negative ' if t is int else ''}{t.__name__}", ename='BadRequest')
     if 'cursor_pos' in c and isinstance(c.get('code'), str) and c['cursor_pos'] is not None and c['cursor_pos'] > len(c['code']):
         raise WireError(f"{msg['msg_type']}: cursor_pos {c['cursor_pos']} is past the end of the code ({len(c['code'])})", ename='BadRequest')
+
+class ParentIdents(Mapping):
+    "`kernel._parent_ident`: 'shell' and 'control' -> the identities of the request current on that channel, read when asked."
+    def __init__(self, kernel): self.kernel = kernel
+    def __getitem__(self, channel):
+        if channel not in ('shell', 'control'): raise KeyError(channel)
+        msg = self.kernel.get_parent(channel)
+        return msg['idents'] if msg and 'idents' in msg else b''
+    def __iter__(self): return iter(('shell', 'control'))
+    def __len__(self): return 2
 
 class Kernel:
     "One kernel process: sockets bound from a connection file, a thread per socket, IPython on the main thread."
@@ -177,8 +188,10 @@ class Kernel:
                 self.answer_error(ch, dict(msg_type=t, idents=e.idents, header=hdr), e.ename, str(e))
 
     def run_handler(self, ch, msg, handler):
-        "busy, reply, idle around a request answered on the socket's own thread."
+        """busy, reply, idle around a request answered on the socket's own thread. The request is the current parent meanwhile, so
+        what its handler prints (a property that prints while being completed or inspected) goes out under it, before its idle."""
         self.status('busy', msg)
+        token = current_parent.set(msg)
         try:
             if handler is None: self.error_reply(ch, msg, 'UnknownMessageType', f"unknown message type {msg['msg_type']!r}")
             else:
@@ -187,6 +200,7 @@ class Kernel:
         except Exception as e:
             log.exception("error handling %s", msg['msg_type'])
             self.error_reply(ch, msg, type(e).__name__, str(e))
+        finally: current_parent.reset(token)
         self.status('idle', msg)
 
     def on_shell(self, frames):
@@ -269,6 +283,11 @@ class Kernel:
     def get_parent(self, channel='shell'):
         "ipykernel's API: the request current on `channel` (on 'shell': the one that output here and now belongs to)."
         return self.control_parent if channel == 'control' else get_parent()
+
+    @property
+    def _parent_ident(self):
+        "ipykernel's private map, which JupyterLab extensions read: channel -> the zmq identities of its current request (b'' for none)."
+        return ParentIdents(self)
 
     def connect_info(self, msg): return dict(status='ok', **{p: self.cfg[p] for p in PORTS})
     def on_complete(self, msg): return bridge.complete(self.shell, msg['content'])
