@@ -329,21 +329,21 @@ NONE = type(None)
 HISTORY_FIELDS = dict(hist_access_type=(str,), output=(bool,), raw=(bool,), session=(int,), start=(int,), stop=(int, NONE),
                       n=(int, NONE), pattern=(str,), unique=(bool,))
 
-def history(hm, content):
-    "history_request: tail, range or search through history manager `hm` (IPython's, or a child subshell's)."
+def history(source, content):
+    "history_request: tail, range or search through `source`, a `history.Reader` (the parent's) or a child subshell's `ChildHistory`."
     for k,ts in HISTORY_FIELDS.items():
         v = content.get(k)
         if k in content and (not isinstance(v, ts) or (isinstance(v, bool) and bool not in ts) or (k == 'n' and v is not None and v < 0)):
             raise BadRequest(f"history_request: '{k}' must be {' or '.join('null' if t is NONE else t.__name__ for t in ts)}" + (" >= 0" if k == 'n' else ''))
     kind = content.get('hist_access_type', 'tail')
     output,raw = content.get('output', False),content.get('raw', True)
-    # the current session's inputs are read from memory; tail and search write IPython's pending cache to the database first
-    # (under its lock), and its sqlite connection is opened with check_same_thread=False for use from this thread
-    if kind == 'tail': hist = hm.get_tail(10 if content.get('n') is None else content['n'], raw=raw, output=output, include_latest=True)
+    if kind == 'tail': hist = source.get_tail(content.get('n'), raw=raw, output=output)
     elif kind == 'range':
         session = content.get('session', 0)
-        # IPython numbers the current session's rows 0 whatever number it was asked by: they carry the number asked for
-        hist = [(session if s == 0 else s, *rest) for s,*rest in hm.get_range(session, content.get('start', 0), content.get('stop'), raw=raw, output=output)]
-    elif kind == 'search': hist = hm.search(content.get('pattern', '*'), raw=raw, output=output, n=content.get('n'), unique=content.get('unique', False))
+        # the current session's rows carry the number they were asked by (0, or the session's own), as ipykernel's do
+        cur = source.session
+        rows = source.get_range(session, content.get('start', 0), content.get('stop'), raw=raw, output=output)
+        hist = [(session if s == cur and session in (0, cur) else s, *rest) for s,*rest in rows]
+    elif kind == 'search': hist = source.search(content.get('pattern', '*'), raw=raw, output=output, n=content.get('n'), unique=content.get('unique', False))
     else: hist = []
     return dict(status='ok', history=list(hist))

@@ -14,7 +14,7 @@ from . import iopub
 from .streams import OutStream, set_default_parent, get_parent, current_parent
 from .subshells import Subshells
 from .interrupts import Interrupts
-from . import bridge, lifecycle
+from . import bridge, lifecycle, history
 from .env import env_float
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
@@ -111,7 +111,7 @@ class Kernel:
         self.debugger = self.stdin = self.comm_manager = self.fd_capture = None
         self.debugger_enabled = False  # kernel_info's `debugger`: true once the debugger part is set up
         # ---- set by `start`, on the main thread ----
-        self.loop = self.done = self.shell = None
+        self.loop = self.done = self.shell = self.history = None  # history: the reader history_request uses (see history.py)
         self.stop_on_error_timeout = 0.
         self.control_parent = None  # the latest control request, for `get_parent('control')`
         self.stopping = self.tearing_down = False
@@ -294,10 +294,10 @@ class Kernel:
     def on_inspect(self, msg): return bridge.inspect(self.shell, msg['content'])
     def on_is_complete(self, msg): return bridge.is_complete(self.shell, msg['content'])
     def on_history(self, msg):
-        "history_request: the history of the subshell it names (a child's own cells; the parent's is IPython's)."
+        "history_request: the history of the subshell it names (a child's own cells; the parent's through `self.history`)."
         sub = self.subshells.for_msg(msg)
         if sub is None: raise LookupError(f"no subshell {msg['header'].get('subshell_id')!r}")
-        return bridge.history(sub.state['history_manager'] if sub.sid else self.shell.history_manager, msg['content'])
+        return bridge.history(sub.state['history_manager'] if sub.sid else self.history, msg['content'])
     def comm_info(self, msg): return dict(status='ok', comms={})
 
     def on_shutdown(self, msg):
@@ -363,6 +363,7 @@ class Kernel:
         self.iopub.start()
         threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
         self.shell = bridge.make_shell(self, argv=self.argv)
+        self.history = history.Reader(self.shell.history_manager)
         sys.stdout,sys.stderr = OutStream('stdout', self.iopub, 1),OutStream('stderr', self.iopub, 2)
         sys.displayhook = self.shell.displayhook
         self.subshells.start(self.loop)

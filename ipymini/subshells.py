@@ -5,6 +5,8 @@ the IPython per-cell state of their own (see `PerSubshell`), and share the user 
 import asyncio, contextlib, contextvars, fnmatch, logging, threading, uuid, weakref
 from collections import deque
 from IPython.core.payload import PayloadManager
+from IPython.core.history import extract_hist_ranges
+from .history import Reader
 from .streams import current_parent
 from .channels import Loop
 from .wire import error_content
@@ -127,10 +129,14 @@ class _Discard(dict):
     def __setitem__(self, k, v): pass
 
 class ChildHistory:
-    "A child subshell's history: its own cells this session, kept in memory; earlier sessions are the parent's database."
+    """A child subshell's history: its own cells this session, kept in memory; earlier sessions are read from the parent's database
+    through a `history.Reader` (never IPython's reading methods, which are unsafe off the main thread)."""
     def __init__(self, hm):
-        self.hm,self.outputs,self.exceptions,self.output_hist_reprs = hm,_Discard(),_Discard(),_Discard()
+        self.hm,self.reader,self.outputs,self.exceptions,self.output_hist_reprs = hm,Reader(hm),_Discard(),_Discard(),_Discard()
         self.cells = []  # (execution count, transformed source, raw source)
+
+    @property
+    def session(self): return self.hm.session_number
 
     def store_inputs(self, line_num, source, source_raw=None): self.cells.append((line_num, source, source if source_raw is None else source_raw))
     def store_output(self, line_num): pass
@@ -140,11 +146,17 @@ class ChildHistory:
         s = self.hm.session_number
         return [(s, n, (r if raw else t, None) if output else (r if raw else t)) for n,t,r in cells]
 
-    def get_tail(self, n=10, raw=True, output=False, include_latest=False): return self._rows(self.cells[-n:] if n else [], raw, output)
+    def get_tail(self, n=10, raw=True, output=False, include_latest=False):
+        if n is None: n = 10
+        return self._rows(self.cells[-n:] if n else [], raw, output)
 
     def get_range(self, session=0, start=1, stop=None, raw=True, output=False):
-        if session not in (0, self.hm.session_number): return self.hm.get_range(session, start, stop, raw, output)
+        if session not in (0, self.hm.session_number): return self.reader.get_range(session, start, stop, raw, output)
         return self._rows([c for c in self.cells if c[0] >= start and (stop is None or c[0] < stop)], raw, output)
+
+    def get_range_by_str(self, rangestr, raw=True, output=False):
+        "`%history 4-6 ~1/2` in a child subshell: each range through `get_range`."
+        for sess,start,stop in extract_hist_ranges(rangestr): yield from self.get_range(sess, start, stop, raw=raw, output=output)
 
     def search(self, pattern='*', raw=True, search_raw=True, output=False, n=None, unique=False):
         found = [c for c in self.cells if fnmatch.fnmatchcase(c[2] if search_raw else c[1], pattern)]

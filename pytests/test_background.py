@@ -194,7 +194,9 @@ def test_history_per_subshell(kc):
         tail = hist(sid, hist_access_type='tail', n=2)
         session = tail[0][0]
         assert tail == [[session, 2, 'x_child + 1'], [session, 3, 'print(x_child)']]
-        assert hist(sid, hist_access_type='range', session=0, start=1, stop=3) == [[session, 1, 'x_child = 1'], [session, 2, 'x_child + 1']]
+        # range rows carry the session number they were asked by, as the parent's do
+        assert hist(sid, hist_access_type='range', session=0, start=1, stop=3) == [[0, 1, 'x_child = 1'], [0, 2, 'x_child + 1']]
+        assert hist(sid, hist_access_type='range', session=session, start=2, stop=3) == [[session, 2, 'x_child + 1']]
         assert hist(sid, hist_access_type='search', pattern='x_child*', output=True) == [[session, 1, ['x_child = 1', None]], [session, 2, ['x_child + 1', None]]]
         assert not any('x_child' in row[2] for row in hist(None, hist_access_type='tail', n=50)), "the parent's history is its own"
         mid = send(kc, 'no-such-subshell', msg_type='history_request', hist_access_type='tail', n=1, output=False, raw=True)
