@@ -41,6 +41,7 @@ def kernel_main(argv):
     except OSError as e: p.exit(1, f"ipymini: cannot write connection file {e.filename}: {e.strerror}\n")
     if not a.connection_file: print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
     kernel.run()
+    return kernel.exit_status
 
 def setup_log(debug=False):
     "The kernel's own log goes to the launcher's stderr through the 'ipymini' logger alone: the root logger stays the user's, as in ipykernel."
@@ -63,11 +64,11 @@ def new_connection():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ['install']: return install_main(argv[1:])
-    kernel_main(argv)
+    status = kernel_main(argv)
     import atexit
     atexit._run_exitfuncs()
     from .streams import flush_files
     flush_files(sys.__stdout__, sys.__stderr__)  # the launcher that reads them may be gone
-    os._exit(0)  # the sockets' threads are done; skip a finalizer that could wait on them
+    os._exit(status)  # the sockets' threads are done; skip a finalizer that could wait on them
 
 if __name__ == '__main__': main()

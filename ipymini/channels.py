@@ -127,7 +127,9 @@ class Channel(threading.Thread):
         poller.register(self.outbox.rfd, zmq.POLLIN)
         while self.running:
             try: events = dict(poller.poll(self.timeout))
-            except zmq.ZMQError: break
+            except zmq.ZMQError:
+                if self.running: raise  # not a stop: the thread dies, and the kernel with it (`Kernel.on_thread_death`)
+                break
             if self.outbox.rfd in events: self.outbox.clear_wake()
             if self.on_wake: self.on_wake()
             if self.defers: defer_wakes()  # e.g. the shell thread wakes the main thread once it is done with what came in
@@ -138,7 +140,9 @@ class Channel(threading.Thread):
                             if not _get(self.sock, zmq.EVENTS) & zmq.POLLIN: break  # asking is cheaper than a failed recv's exception
                             frames = recv_frames(self.sock, zmq.NOBLOCK)
                         except zmq.Again: break
-                        except zmq.ZMQError: return
+                        except zmq.ZMQError:
+                            if self.running: raise
+                            return
                         try: self.on_recv(frames)
                         except Exception: log.exception("%s: error handling a message", self.name)
                 self.flush()

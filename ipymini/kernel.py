@@ -23,6 +23,9 @@ log = logging.getLogger('ipymini')
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
 EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'asyncrun']
 
+# threads the kernel cannot serve without: one that dies on an exception stops the kernel (see `Kernel.on_thread_death`)
+VITAL = ('ipymini-shell', 'ipymini-control', 'ipymini-stdin', 'ipymini-iopub', 'ipymini-heartbeat', 'ipymini-fdcapture')
+
 REPLY_HWM = 1 << 16  # replies queued per client on shell, control and stdin (libzmq's default is 1,000)
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
@@ -115,6 +118,7 @@ class Kernel:
         self.stop_on_error_timeout = 0.
         self.control_parent = None  # the latest control request, for `get_parent('control')`
         self.stopping = self.tearing_down = False
+        self.exit_status = 0  # the process's, once it stops: 1 after a vital thread died
         if connection_file and unbound: self._write_connection_file()
 
     def _bind(self, sock, port):
@@ -337,7 +341,17 @@ class Kernel:
         if self.tearing_down: return  # the main thread got there first and is finishing
         log.warning("main thread still busy after shutdown; exiting")
         self.teardown()
-        os._exit(0)
+        os._exit(self.exit_status)
+
+    def on_thread_death(self, args, hook=threading.excepthook):
+        """`threading.excepthook`: a vital thread of the kernel that dies on an exception is logged with its traceback and stops the
+        kernel (exit status 1), so the front end sees it gone and can restart it, instead of a kernel that half answers. Any other
+        thread's exception is printed as Python does, to the stderr of the cell that started it."""
+        t = args.thread
+        if t is None or t.name not in VITAL or args.exc_type is SystemExit: return hook(args)
+        log.critical("thread %s died; stopping the kernel", t.name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+        self.exit_status = 1
+        self.request_stop()
 
     def teardown(self):
         if self.tearing_down: return
@@ -360,6 +374,7 @@ class Kernel:
         asyncio.set_event_loop(self.loop)
         self.done = self.loop.create_future()
         self.stop_on_error_timeout = env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)
+        threading.excepthook = self.on_thread_death
         self.iopub.start()
         threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
         self.shell = bridge.make_shell(self, argv=self.argv)
@@ -375,7 +390,9 @@ class Kernel:
     def _heartbeat(self):
         # the echo runs inside libzmq: no Python, no GIL, per beat
         try: zmq.proxy(self.hb_sock, self.hb_sock)
-        except zmq.ZMQError: self.hb_sock.close(0)  # the context is ending
+        except zmq.ZMQError:
+            if not self.tearing_down: raise  # a heartbeat that stops answering while the kernel serves: see `on_thread_death`
+            self.hb_sock.close(0)  # the context is ending
 
     def run(self):
         "Serve until shutdown; then save history, run exit handlers and leave."
