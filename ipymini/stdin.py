@@ -1,7 +1,7 @@
 """stdin: `input()` and `getpass()` ask the front end with `input_request` and wait for its `input_reply`."""
 import bdb, builtins, getpass, logging, sys, threading
 from IPython.core.error import StdinNotImplementedError
-from .streams import get_parent, flush_files
+from .streams import get_parent, current_parent, flush_files
 
 __all__ = ['Stdin', 'DebuggerInterrupted', 'setup']
 log = logging.getLogger('ipymini')
@@ -24,10 +24,20 @@ class Waiter:
     def __init__(self):
         self.event,self.value,self.interrupted,self.thread = threading.Event(),None,False,threading.get_ident()
 
+_input,_getpass = builtins.input,getpass.getpass  # Python's own, for input() called outside a running cell
+
 class Stdin:
-    "Forwards input requests of whatever thread asks, addressed to the request current there; replies come on the stdin thread."
+    """Forwards input requests of whatever thread asks, addressed to the request current there; replies come on the stdin thread.
+    As in ipykernel, only code running for an execute request that is still running asks the front end: anywhere else (a thread
+    still going after its cell ended, a comm handler, startup code) `input` and `getpass` are Python's own."""
     def __init__(self, kernel):
         self.kernel,self.pending = kernel,{}  # input_request msg_id -> Waiter, oldest first
+        self.running = set()  # msg_ids of the execute requests running now, on any subshell
+
+    def in_cell(self):
+        "Whether the code calling here runs for an execute request that is still running."
+        parent = current_parent.get()
+        return parent is not None and parent.get('msg_type') == 'execute_request' and parent.get('msg_id') in self.running
 
     def request(self, prompt='', password=False, caller='input'):
         "Send an input_request for the current execute request and return the reply's value."
@@ -79,17 +89,19 @@ class Stdin:
                 w.event.set()
 
     def input(self, prompt=''):
-        "`input` for user code: the front end is asked for the line."
+        "`input` for user code: in a running cell the front end is asked for the line; elsewhere Python's own."
         __tracebackhide__ = True
-        return self.request(prompt, caller='raw_input')
+        return self.request(prompt, caller='raw_input') if self.in_cell() else _input(prompt)
 
     def getpass(self, prompt='Password: ', stream=None):
-        "`getpass.getpass` for user code: the front end is asked for a hidden value."
+        "`getpass.getpass` for user code: in a running cell the front end is asked for a hidden value; elsewhere Python's own."
         __tracebackhide__ = True
-        return self.request(prompt, password=True, caller='getpass')
+        return self.request(prompt, password=True, caller='getpass') if self.in_cell() else _getpass(prompt, stream)
 
 def setup(kernel):
     kernel.stdin = st = Stdin(kernel)
     kernel.stdin_handlers['input_reply'] = st.on_reply
+    kernel.before_execute.append(lambda msg: st.running.add(msg['msg_id']))
+    kernel.after_execute.append(lambda msg: st.running.discard(msg['msg_id']))
     # installed once: each call resolves the request current in its thread, so a cell pays nothing for it
     builtins.input,getpass.getpass = st.input,st.getpass

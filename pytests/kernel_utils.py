@@ -144,4 +144,12 @@ def wait_stream(kc, msg_id, text, timeout=TIMEOUT):
         if parent_id(m) == msg_id: seen.append(m)
     return seen
 
+def wait_file(path, timeout=TIMEOUT):
+    "Wait until file `path` exists (a kernel or its child writes it whole, by rename); returns its text."
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline: raise TimeoutError(f"{path} did not appear in {timeout} s")
+        time.sleep(0.01)
+    with open(path) as f: return f.read()
+
 def states(msgs): return [m['content']['execution_state'] for m in msgs if m['msg_type'] == 'status']

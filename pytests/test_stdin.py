@@ -1,7 +1,7 @@
 """stdin: input() and getpass() ask the front end with input_request and return its input_reply."""
 import queue
 import pytest
-from kernel_utils import start_kernel, execute, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, TIMEOUT
+from kernel_utils import start_kernel, execute, get_reply, iopub_until_idle, types, outputs, stdout, parent_id, wait_file, TIMEOUT
 
 def ask(kc, code, **kw):
     "Run `code`, which asks for input; returns (execute msg_id, the input_request)."
@@ -98,3 +98,26 @@ def test_output_before_prompt_is_flushed():
         answer(kc, req, 'y')
         reply,msgs = finish(kc, msg_id)
         assert reply['content']['status'] == 'ok' and stdout(msgs) == 'after\n'
+
+LATER = """import threading, getpass, os, time
+def later(gate, out):
+    while not os.path.exists(gate): time.sleep(0.01)
+    outcome = []
+    for ask in (input, getpass.getpass):
+        try: outcome.append(repr(ask('later? ')))
+        except Exception as e: outcome.append(type(e).__name__)
+    with open(out + '.tmp', 'w') as f: f.write(' '.join(outcome))
+    os.replace(out + '.tmp', out)
+threading.Thread(target=later, args=(GATE, OUT)).start()"""
+
+@pytest.mark.parametrize('name', ['ipymini', 'python3'])
+def test_input_after_its_cell_is_pythons_own(name, tmp_path):
+    "A thread that asks for input after its cell ended gets Python's own input() and getpass() (here on an empty stdin), as in ipykernel."
+    import subprocess
+    gate,out = tmp_path/'gate',tmp_path/'out'
+    with start_kernel(kernel_name=None if name == 'ipymini' else name, stdin=subprocess.DEVNULL) as (km,kc):
+        code = LATER.replace('GATE, OUT', f'{str(gate)!r}, {str(out)!r}')
+        assert execute(kc, code, allow_stdin=True)[0]['content']['status'] == 'ok'
+        gate.touch()  # the cell has ended: its idle came
+        assert wait_file(out) == "EOFError EOFError"
+        with pytest.raises(queue.Empty): kc.get_stdin_msg(timeout=0.2)  # nothing asked the front end
