@@ -1,6 +1,6 @@
 """What the kernel and debugpy's front ends agree on: the Debug Adapter Protocol connection to debugpy's adapter, and the file each
 cell is compiled under (front ends compute it from `debugInfo`, so both must name it the same way)."""
-import os, json, struct, socket, atexit, threading, itertools, logging, functools
+import contextvars, os, json, struct, socket, atexit, threading, itertools, logging, functools
 from .env import env_float
 
 __all__ = ['murmur2', 'cell_path', 'tmp_prefix', 'make_tmp_dir', 'hide_thread', 'DAPClient', 'HASH_SEED', 'TMP_SUFFIX', 'TIMEOUT']
@@ -54,7 +54,9 @@ class DAPClient:
         self.waiting,self.closed = {},False
         t = threading.Thread(target=self._read, name='ipymini-debugpy', daemon=True)
         hide_thread(t)
-        t.start()
+        # in an empty context, not the debug_request's: its events belong to no request, so they go out under the default parent
+        # (the latest execute), as ipykernel's go out under its latest shell request
+        contextvars.Context().run(t.start)
 
     def send(self, command, arguments=None, answer=True):
         "Send a request; returns its seq, for `wait` (with `answer=False` its response is dropped)."

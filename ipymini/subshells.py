@@ -191,7 +191,7 @@ class ChildSubshell(Subshell):
         self.lock,self.state = threading.Lock(),_child_state(kernel.shell)
         self.thread = threading.Thread(target=self._main, name=f'ipymini-subshell-{self.sid[:8]}', daemon=True)
 
-    def start(self): self.thread.start()
+    def start(self): contextvars.Context().run(self.thread.start)  # its thread belongs to no request: each one sets its own parent
 
     def submit(self, msg):
         with self.lock:
