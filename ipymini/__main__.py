@@ -1,5 +1,5 @@
 """Command line: `python -m ipymini -f CONNECTION_FILE` runs a kernel; `python -m ipymini install` installs the kernelspec."""
-import argparse, logging, os, sys
+import argparse, logging, os, sys, warnings
 from . import __version__
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +55,9 @@ def setup_log(debug=False):
 def new_connection():
     "A fresh connection (random ports, new key) written to Jupyter's runtime dir, for `python -m ipymini` run by hand."
     import uuid
-    from jupyter_core.paths import jupyter_runtime_dir
+    with warnings.catch_warnings():  # jupyter_core 5 warns, at import, of a change of paths coming in 6: not this command's to tell
+        warnings.simplefilter('ignore', DeprecationWarning)
+        from jupyter_core.paths import jupyter_runtime_dir
     d = jupyter_runtime_dir()
     os.makedirs(d, exist_ok=True)
     cfg = dict(transport='tcp', ip='127.0.0.1', key=uuid.uuid4().hex, signature_scheme='hmac-sha256', kernel_name='ipymini')

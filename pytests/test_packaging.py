@@ -71,3 +71,12 @@ def test_wheel_declares_them(built):
     deps = tomllib.loads((REPO/'pyproject.toml').read_text())['project']['dependencies']
     assert declared(reqs) == declared(deps)
     assert 'License-Expression: BSD-3-Clause' in built['metadata']
+
+def test_lowest_versions_are_the_floors():
+    "CI's lowest-versions job installs exactly each dependency's floor: every dependency has one (`>=`), and .ci/lowest.txt pins it."
+    deps = tomllib.loads((REPO/'pyproject.toml').read_text())['project']['dependencies']
+    floors = {norm(m.group(1)): m.group(2) for d in deps for m in [re.fullmatch(r'([A-Za-z0-9_.-]+)>=([\w.]+)', d)]}
+    assert len(floors) == len(deps), f"a dependency without a plain >= floor: {deps}"
+    pins = [l.split('==') for l in (REPO/'.ci'/'lowest.txt').read_text().splitlines() if l.strip() and not l.startswith('#')]
+    padded = lambda v: tuple(int(x) for x in v.split('.')) + (0,) * (3 - len(v.split('.')))
+    assert {norm(n): padded(v) for n,v in pins} == {n: padded(v) for n,v in floors.items()}
