@@ -63,3 +63,58 @@ def test_no_module_rebinds_kernel_methods_or_other_modules():
 def test_rebinds_catches_both_kinds():
     tree = ast.parse("from . import bridge\ndef setup(kernel):\n    kernel.on_shell = None\n    bridge.execute = None\n    kernel.fine = 1")
     assert rebinds(tree, 'other') == [(3, 'on_shell'), (4, 'bridge.execute')]
+
+# ---- patches of objects the package does not own (the standard library's, IPython's, other packages'), and of process state ----
+ENVIRON = ('os.environ.update', 'os.environ.setdefault', 'os.environ.__setitem__')
+PATCH_CALLS = {'signal.signal', 'signal.set_wakeup_fd', 'faulthandler.enable', 'faulthandler.register', 'os.dup2', 'os.register_at_fork',
+               'os.setpgid', 'resource.setrlimit', 'setattr', *ENVIRON}
+PATCH_METHODS = ('.setStream', '.builtin_trap.__enter__', '.display_trap.__enter__')  # a logging handler's stream; IPython's traps, kept
+
+def dotted(e):
+    "`a.b.c` for a Name/Attribute chain (a subscript shows as `[...]`), else None."
+    if isinstance(e, ast.Name): return e.id
+    if isinstance(e, ast.Attribute): return (d := dotted(e.value)) and f'{d}.{e.attr}'
+    if isinstance(e, ast.Subscript): return (d := dotted(e.value)) and f'{d}[...]'
+    return None
+
+def patches(tree):
+    "What module `tree` patches: assignments to attributes of what it imported from outside the package, and the calls in PATCH_CALLS."
+    outside = set()
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Import): outside |= {(a.asname or a.name).split('.')[0] for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and not n.level: outside |= {a.asname or a.name for a in n.names}
+    found = set()
+    for n in ast.walk(tree):
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, (ast.AugAssign, ast.AnnAssign)) else []
+        for t in [e for t in targets for e in (t.elts if isinstance(t, ast.Tuple) else [t])]:
+            d = isinstance(t, (ast.Attribute, ast.Subscript)) and dotted(t)
+            if d and d.split('.')[0].split('[')[0] in outside: found.add(d)
+        if isinstance(n, ast.Call):
+            f = dotted(n.func)
+            if f in ENVIRON:  # named by the variables it sets
+                names = [k.arg for k in n.keywords] + [a.value for a in n.args[:1] if isinstance(a, ast.Constant)]
+                found.add(f"os.environ[{','.join(names)}]")
+            elif f in PATCH_CALLS:
+                arg = n.args and dotted(n.args[0])
+                found.add(f"{f}({arg.rsplit('.', 1)[-1]})" if f in ('signal.signal', 'setattr') and arg else f)
+            elif f and f.endswith(PATCH_METHODS): found.add(next(m for m in PATCH_METHODS if f.endswith(m)))
+    return found
+
+def documented():
+    "The first column of DEV.md's table of patches (section 'Patches of code the kernel does not own')."
+    text = (PKG.parent/'DEV.md').read_text()
+    sec = text.split('## Patches of code the kernel does not own', 1)[1].split('\n## ', 1)[0]
+    return {m for row in sec.splitlines() if row.startswith('| `') for m in [row.split('|')[1].strip().strip('`')]}
+
+def test_every_patch_is_documented():
+    "DEV.md lists every patch the package makes of code it does not own, with why; and only those."
+    in_code = set().union(*(patches(t) for t in modules().values()))
+    assert sorted(in_code - documented()) == [], "patched but not in DEV.md's table"
+    assert sorted(documented() - in_code) == [], "in DEV.md's table but not in the code"
+
+def test_patches_catches_each_kind():
+    tree = ast.parse("import builtins, signal, os\nfrom concurrent.futures import ThreadPoolExecutor\nfrom . import bridge\n"
+                     "builtins.input = f\nThreadPoolExecutor.submit = g\nsignal.signal(signal.SIGINT, h)\nos.environ.update(A='1')\n"
+                     "bridge.x = 1\nself.y = 2\nsys_like = 3\nh.setStream(s)\nimport sys\nsys.modules['m'] = m\nsetattr(sys, 'stdout', o)")
+    assert patches(tree) == {'builtins.input', 'ThreadPoolExecutor.submit', 'signal.signal(SIGINT)', 'os.environ[A]', '.setStream',
+                             'sys.modules[...]', 'setattr(sys)'}
