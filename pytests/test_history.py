@@ -1,7 +1,7 @@
-"""history_request reads the history database safely: from the shell thread, while a cell runs or not, on every IPython the
-package admits. IPython's own reading methods are never called off the main thread: before IPython 9 its connection refuses
-other threads, and it then renames the user's database to history-corrupt-*.sqlite. The kernels here open it as IPython
-8.12 does (`connection_options` without `check_same_thread=False`), whatever IPython runs them."""
+"""history_request reads the history database safely: from the shell thread, while a cell runs or not. IPython's own reading
+methods are never called off the main thread: where its connection refuses other threads (IPython before 9 opened it so; any
+IPython does with `HistoryAccessor.connection_options = {}`), they hit sqlite's thread check and rename the user's database to
+history-corrupt-*.sqlite. The kernels here are configured so."""
 import os, glob, pytest
 from kernel_utils import start_kernel, execute, request, get_reply, send, wait_stream, iopub_until_idle, TIMEOUT
 
@@ -21,7 +21,7 @@ def session(ipdir, cells):
 
 @pytest.fixture(scope='module')
 def two_sessions(tmp_path_factory):
-    "An IPython dir whose database holds an earlier session's two cells, its connection opened as IPython 8.12 opens it."
+    "An IPython dir whose database holds an earlier session's two cells, its connection refusing other threads (as IPython 8 opened it)."
     ipdir = tmp_path_factory.mktemp('ipython')
     (ipdir/'profile_default').mkdir()
     (ipdir/'profile_default'/'ipython_kernel_config.py').write_text("c.HistoryAccessor.connection_options = {}\n")
