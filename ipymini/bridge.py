@@ -1,5 +1,5 @@
 """IPython behind the protocol: the shell subclass, display hooks, profile and config, and the execute/complete/inspect/history handlers."""
-import os, re, sys, contextlib, logging, threading, types
+import builtins, os, re, sys, contextlib, logging, threading, types
 from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.compilerop import CachingCompiler
 from IPython.core.async_helpers import _asyncio_runner
@@ -14,6 +14,7 @@ from traitlets import Type, Any, default
 from .streams import get_parent, set_default_parent, current_parent, OutStream
 from .env import env_flag, env_float
 from .dap import cell_path
+from .outcache import OutputBound
 
 try: from IPython.core.completer import provisionalcompleter, rectify_completions
 except ImportError: provisionalcompleter = rectify_completions = None
@@ -40,6 +41,10 @@ class BadRequest(ValueError): "A request whose fields a handler cannot use; the 
 class MiniDisplayHook(DisplayHook):
     "Sends `execute_result` with the full mimebundle instead of printing it."
     content = None
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bound = OutputBound(self)  # IPython bounds the cache by count alone; this bounds it by bytes too
+
     def start_displayhook(self):
         super().start_displayhook()
         self.content = dict(data={}, metadata={}, execution_count=self.prompt_count)
@@ -48,6 +53,16 @@ class MiniDisplayHook(DisplayHook):
 
     def write_format_data(self, format_dict, md_dict=None):
         self.content['data'],self.content['metadata'] = format_dict,md_dict or {}
+
+    def update_user_ns(self, result):
+        super().update_user_ns(result)
+        if self.cache_size and self.do_full_cache and result is not self.shell.user_ns.get('_oh'): self.bound.added(self.prompt_count, result)
+
+    def flush(self):
+        "`%reset out`: IPython empties `_`, `__`, `___` in the namespace but not in `user_ns_hidden`, which then holds the last results and stops `_` updating."
+        super().flush()
+        if '_' not in vars(builtins): self.shell.push(dict(_=self._, __=self.__, ___=self.___), interactive=False)
+        self.bound.flushed()
 
     def finish_displayhook(self):
         if self.content['data']: self.shell.kernel.iopub.send('execute_result', self.content, get_parent())

@@ -10,6 +10,7 @@ from collections import deque
 import zmq
 from .channels import Channel, send_frames
 from .env import env_float
+from .outlimit import OutputLimit
 
 __all__ = ['IOPub', 'Publisher', 'Sink', 'BIG_WRITE']
 log = logging.getLogger('ipymini')
@@ -111,6 +112,8 @@ class IOPub:
         self.order,self.armed,self.deadline = [],False,None  # order: the sink of every pending write, in write order
         self.sinks = {}  # stream name -> the sink `stream` wrote to last (OutStream keeps its own)
         self.channel = Publisher(sock, wire, self._on_subscribe, self._on_wake)
+        self.limit = OutputLimit(self)  # a request's stream text past IPYMINI_OUTPUT_LIMIT_MB goes to a file
+        if not self.limit.limit: self.limit = None
 
     def start(self): self.channel.start()
 
@@ -119,7 +122,12 @@ class IOPub:
         topic = msg_type.encode()
         with self.lock:
             if self.order: self._flush_locked()
+            if self.limit and msg_type == 'status' and content.get('execution_state') == 'idle': self.limit.finish(parent)
             self.channel.send(self.wire.serialize(msg_type, content, parent, metadata, (topic,), buffers, header))
+
+    def publish_locked(self, msg_type, content, parent):
+        "Publish one message now; the caller holds `lock` (the output limit's display, from a flush)."
+        self.channel.send(self.wire.serialize(msg_type, content, parent, None, (msg_type.encode(),)))
 
     def stream(self, name, text, parent):
         "Buffer `text` for stream `name`; it is published within FLUSH_DELAY, coalesced with its neighbours."
@@ -158,8 +166,13 @@ class IOPub:
         texts = sink.texts
         text = ''.join(texts[:n])
         del texts[:n]
-        name = sink.name
-        self.channel.send(self.wire.serialize('stream', dict(name=name, text=text), sink.parent, idents=(b'stream.' + name.encode(),)))
+        if self.limit:
+            text = self.limit.take(sink.parent, sink.name, text)
+            if not text: return
+        self.send_stream_locked(sink.parent, sink.name, text)
+
+    def send_stream_locked(self, parent, name, text):
+        self.channel.send(self.wire.serialize('stream', dict(name=name, text=text), parent, idents=(b'stream.' + name.encode(),)))
 
     def _on_wake(self):
         "On the IOPub thread after every poll: retry what waits for a slow subscriber; flush stream text whose delay ran out."
@@ -171,6 +184,12 @@ class IOPub:
     def _set_timeout(self):
         if self.armed and self.deadline is None: self.deadline = time.monotonic() + FLUSH_DELAY
         d = self.deadline
+        due = self.limit and self.limit.due
+        if due:
+            if due <= time.monotonic():
+                with self.lock: self.limit.on_timeout()
+                due = self.limit.due
+            if due and (d is None or due < d): d = due
         if d is None: self.channel.timeout = None; return
         left = d - time.monotonic()
         if left > 0: self.channel.timeout = max(1, int(left * 1000 + 0.5)); return

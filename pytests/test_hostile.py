@@ -286,7 +286,8 @@ def read_until_idle(sub, s, msg_id):
         out.append(m)
         if m['msg_type'] == 'status' and m['content']['execution_state'] == 'idle': return out
 
-FLOOD_ENV = dict(IPYMINI_IOPUB_HWM='8', IPYMINI_IOPUB_BUFFER_MB='4', IPYMINI_IOPUB_STALL_S='60')
+FLOOD_ENV = dict(IPYMINI_IOPUB_HWM='8', IPYMINI_IOPUB_BUFFER_MB='4', IPYMINI_IOPUB_STALL_S='60',
+                 IPYMINI_OUTPUT_LIMIT_MB='0')  # the flood reaches IOPub's flow control, not held back by the output limit
 
 def test_slow_subscriber_bounded_and_status_kept():
     "A subscriber that reads nothing while a cell prints 200 MB: kernel memory stays bounded, output is dropped with a note, status is not."

@@ -80,7 +80,8 @@ def test_flags_on(tmp_path):
 
 BAD = dict(IPYMINI_USE_JEDI='maybe', IPYMINI_EXPERIMENTAL_COMPLETIONS='2', IPYMINI_STOP_ON_ERROR_TIMEOUT='soon',
            IPYMINI_CAPTURE_FD='sometimes', IPYMINI_STREAM_FLUSH_MS='fast', IPYMINI_IOPUB_HWM='0', IPYMINI_IOPUB_BUFFER_MB='-1',
-           IPYMINI_IOPUB_STALL_S='inf', IPYMINI_MAX_MESSAGE_BYTES='lots', IPYMINI_DEBUG_TIMEOUT='nan', IPYMINI_ASYNCIO_RUN='perhaps')
+           IPYMINI_IOPUB_STALL_S='inf', IPYMINI_MAX_MESSAGE_BYTES='lots', IPYMINI_DEBUG_TIMEOUT='nan', IPYMINI_ASYNCIO_RUN='perhaps',
+           IPYMINI_OUTPUT_LIMIT_MB='huge', IPYMINI_OUTPUT_CACHE_MB='-3')
 
 def test_bad_flag_values_warn_and_use_defaults(tmp_path):
     cm,err = started(BAD, tmp_path)
@@ -97,6 +98,7 @@ def test_bad_flag_values_warn_and_use_defaults(tmp_path):
         ok(kc, "from ipymini import iopub, wire, debugger")
         assert value(kc, "iopub.FLUSH_DELAY, iopub.HWM, iopub.BUFFER >> 20, iopub.STALL, wire.MAX_FRAME >> 20, debugger.TIMEOUT") \
             == '(0.01, 128, 32, 10.0, 256, 10.0)'
+        assert value(kc, "get_ipython().kernel.iopub.limit.limit >> 20, get_ipython().displayhook.bound.limit >> 20") == '(4, 16)'
     log = err.read_text()
     for name,v in BAD.items(): assert f"{name}='{v}'" in log, log
     assert 'Traceback' not in log
