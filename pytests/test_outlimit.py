@@ -50,6 +50,8 @@ def test_next_cell_has_its_own_budget(kc):
     execute(kc, "for i in range(20000): print(i)")
     reply,msgs = execute(kc, "print('after')")
     assert streamed(msgs) == 'after\n' and not shown(msgs)
+    code = "lim = get_ipython().kernel.iopub.limit\nheld = len(lim.sent), len(lim.over)\nprint(held)"
+    assert streamed(execute(kc, code)[1]) == '(0, 0)\n'  # every ended request forgotten: nothing held for it
 
 def test_under_the_limit_nothing_changes(kc):
     reply,msgs = execute(kc, f"import sys\nfor i in range(5000): print(i)\nsys.stdout.write('x' * {CHARS - len(lines(5000))})")
