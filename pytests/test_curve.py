@@ -36,7 +36,9 @@ def dealer(km, serverkey):
 def ask(km, sock, timeout_ms):
     "Send a signed kernel_info_request; the reply, or None when nothing came within `timeout_ms`."
     sess = Session(key=km.session.key, signature_scheme=km.session.signature_scheme)
-    sess.send(sock, sess.msg('kernel_info_request', {}))
+    sock.sndtimeo = int(timeout_ms)  # a refused handshake can leave the socket no peer to queue for: a send would block for good
+    try: sess.send(sock, sess.msg('kernel_info_request', {}))
+    except zmq.Again: return None
     if not sock.poll(timeout_ms): return None
     _,frames = sess.feed_identities(sock.recv_multipart())
     return sess.deserialize(frames)
