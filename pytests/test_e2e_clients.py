@@ -201,7 +201,7 @@ def test_console_tab_completion(console):
 def test_console_input(console):
     "input() sends input_request; the console prompts with its text and sends what is typed back as input_reply."
     console.send('name = input("who? ")\r')
-    console.expect(r'who\? ')
+    console.expect(r'\nwho\? ')  # the console's prompt for the input_request, on its own line: not the `who? ` echoed in the typed cell
     console.cell('Ada Lovelace\r')
     console.cell('name.upper()\r', out="'ADA LOVELACE'")
 
