@@ -33,6 +33,8 @@ def kernel_main(argv):
     if junk: p.error(f"unrecognized arguments: {' '.join(junk)}")
     for o in unknown: logging.getLogger('ipymini').warning("ignoring command-line option %s: not an IPython option", o)
     from .kernel import Kernel, KernelStartError, load_connection
+    from . import crash
+    crash.start()  # before the sockets and threads exist: see crash.py
     try:
         if a.connection_file: cfg,path = load_connection(a.connection_file),a.connection_file
         else: cfg,path = new_connection()
@@ -71,6 +73,8 @@ def main(argv=None):
     atexit._run_exitfuncs()
     from .streams import flush_files
     flush_files(sys.__stdout__, sys.__stderr__)  # the launcher that reads them may be gone
+    from .crash import stopped
+    stopped()
     os._exit(status)  # the sockets' threads are done; skip a finalizer that could wait on them
 
 if __name__ == '__main__': main()

@@ -3,7 +3,7 @@ import asyncio, contextlib, ctypes, os, threading, logging
 from collections import deque
 import zmq
 
-__all__ = ['Outbox', 'Channel', 'Loop', 'defer_wakes', 'wake_deferred', 'send_frames', 'recv_frames']
+__all__ = ['Outbox', 'Channel', 'Loop', 'defer_wakes', 'wake_deferred', 'send_frames', 'recv_frames', 'bind', 'BindError']
 log = logging.getLogger('ipymini')
 
 # write(2) that keeps the GIL: os.write releases it, and the thread just woken then takes it, so a sender waited for the GIL
@@ -32,6 +32,26 @@ def recv_frames(sock, flags=0):
     frames = [_recv(sock, flags)]
     while _get(sock, zmq.RCVMORE): frames.append(_recv(sock, flags))
     return frames
+
+class BindError(Exception): "A socket that cannot be bound as the connection info says, told in one line."
+
+def bind(sock, cfg, port):
+    "Bind `sock` to connection info `cfg`'s `port` (a CurveZMQ server where it has keys); returns the port bound (chosen when 0)."
+    transport,ip,n = cfg.get('transport', 'tcp'),cfg.get('ip', '127.0.0.1'),cfg.get(port, 0)
+    if transport not in ('tcp', 'ipc'): raise BindError(f"unsupported transport {transport!r}: use tcp or ipc")
+    if cfg.get('curve_secretkey'):  # CurveZMQ: every socket a server with the key pair the launcher wrote
+        try:
+            sock.curve_secretkey,sock.curve_publickey = cfg['curve_secretkey'].encode(),cfg['curve_publickey'].encode()
+            sock.curve_server = True
+        except (zmq.ZMQError, KeyError, AttributeError) as e: raise BindError(f"bad CurveZMQ keys in the connection file: {e}") from None
+    try:
+        if transport == 'ipc':
+            if not n: n = next(i for i in range(1, 65536) if not os.path.exists(f"{ip}-{i}"))
+            sock.bind(f"ipc://{ip}-{n}")
+        elif n: sock.bind(f"tcp://{ip}:{n}")
+        else: n = sock.bind_to_random_port(f"tcp://{ip}")
+    except zmq.ZMQError as e: raise BindError(f"cannot bind {port} {n} on {transport}://{ip}: {e.strerror}") from None
+    return n
 
 class _Deferred(threading.local): fds = None  # while a thread defers its wake-ups: the fds to write to when it stops
 _deferred = _Deferred()

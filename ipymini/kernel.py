@@ -8,20 +8,20 @@ from collections.abc import Mapping
 import zmq
 from . import __version__
 from .wire import Wire, WireError, now_iso, error_content, PROTOCOL_VERSION, MAX_FRAME
-from .channels import Channel, Loop, defer_wakes, wake_deferred
+from .channels import Channel, Loop, defer_wakes, wake_deferred, bind, BindError
 from .iopub import IOPub
 from . import iopub
 from .streams import OutStream, set_default_parent, get_parent, current_parent
 from .subshells import Subshells
 from .interrupts import Interrupts
-from . import bridge, lifecycle, history
+from . import bridge, lifecycle, history, crash
 from .env import env_float
 
 __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'asyncrun']
+EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'asyncrun', 'crash']
 
 # threads the kernel cannot serve without: one that dies on an exception stops the kernel (see `Kernel.on_thread_death`)
 VITAL = ('ipymini-shell', 'ipymini-control', 'ipymini-stdin', 'ipymini-iopub', 'ipymini-heartbeat', 'ipymini-fdcapture')
@@ -122,28 +122,14 @@ class Kernel:
         if connection_file and unbound: self._write_connection_file()
 
     def _bind(self, sock, port):
-        transport,ip = self.cfg.get('transport', 'tcp'),self.cfg.get('ip', '127.0.0.1')
-        n = self.cfg.get(port, 0)
-        if transport not in ('tcp', 'ipc'): raise KernelStartError(f"unsupported transport {transport!r}: use tcp or ipc")
         # a frame past twice the message limit costs its sender the connection, before it fills memory; up to that, an error reply
         if sock.type == zmq.ROUTER:
             sock.setsockopt(zmq.MAXMSGSIZE, 2 * MAX_FRAME)
             # a ROUTER drops a reply its client's queue has no room for, silently: room for a client that pipelines thousands
             sock.setsockopt(zmq.SNDHWM, REPLY_HWM)
         if sock.type == zmq.XPUB: sock.setsockopt(zmq.SNDHWM, iopub.HWM)  # before bind: the listener copies its options then
-        if self.cfg.get('curve_secretkey'):  # CurveZMQ: every socket a server with the key pair the launcher wrote
-            try:
-                sock.curve_secretkey,sock.curve_publickey = self.cfg['curve_secretkey'].encode(),self.cfg['curve_publickey'].encode()
-                sock.curve_server = True
-            except (zmq.ZMQError, KeyError, AttributeError) as e: raise KernelStartError(f"bad CurveZMQ keys in the connection file: {e}") from None
-        try:
-            if transport == 'ipc':
-                if not n: n = next(i for i in range(1, 65536) if not os.path.exists(f"{ip}-{i}"))
-                sock.bind(f"ipc://{ip}-{n}")
-            elif n: sock.bind(f"tcp://{ip}:{n}")
-            else: n = sock.bind_to_random_port(f"tcp://{ip}")
-        except zmq.ZMQError as e: raise KernelStartError(f"cannot bind {port} {n} on {transport}://{ip}: {e.strerror}") from None
-        self.cfg[port] = n
+        try: self.cfg[port] = bind(sock, self.cfg, port)
+        except BindError as e: raise KernelStartError(str(e)) from None
         return sock
 
     def _write_connection_file(self):
@@ -341,6 +327,7 @@ class Kernel:
         if self.tearing_down: return  # the main thread got there first and is finishing
         log.warning("main thread still busy after shutdown; exiting")
         self.teardown()
+        crash.stopped()
         os._exit(self.exit_status)
 
     def on_thread_death(self, args, hook=threading.excepthook):
@@ -356,7 +343,7 @@ class Kernel:
     def teardown(self):
         if self.tearing_down: return
         self.tearing_down = True
-        lifecycle.end_children()
+        lifecycle.end_children(spare={crash.watcher_pid()})
         self.iopub.flush()
         chans = (self.shell_ch, self.control_ch, self.stdin_ch, self.iopub.channel)
         for ch in chans: ch.stop()
@@ -384,7 +371,7 @@ class Kernel:
         self.subshells.start(self.loop)
         for name in EXTENSIONS: importlib.import_module(f'.{name}', __package__).setup(self)
         self.interrupts.install()
-        lifecycle.setup(self)
+        lifecycle.setup(self, crash.fault_fd())
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
 
     def _heartbeat(self):

@@ -10,14 +10,14 @@ log = logging.getLogger('ipymini')
 try: ERR_FD = os.dup(2)
 except OSError: ERR_FD = None
 
-def setup(kernel):
-    "Install the signal handlers (main thread only) and the launcher watch; called by `Kernel.start`."
+def setup(kernel, fault_fd=None):
+    "Install the signal handlers (main thread only) and the launcher watch; called by `Kernel.start`. `fault_fd`: where a crash's stacks go."
     lead_process_group()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: kernel.request_stop())
         if hasattr(signal, 'SIGUSR1') and ERR_FD is not None: faulthandler.register(signal.SIGUSR1, file=ERR_FD, all_threads=True)
-    # a crash in C code still leaves every thread's stack on stderr
-    if ERR_FD is not None: faulthandler.enable(file=ERR_FD, all_threads=True)
+    # a crash in C code still leaves every thread's stack on stderr (through the crash watcher when there is one: see crash.py)
+    if (fd := fault_fd or ERR_FD) is not None: faulthandler.enable(file=fd, all_threads=True)
     watch_parent(kernel.request_stop)
 
 def lead_process_group():
@@ -65,11 +65,11 @@ def _procs():
         out[int(d)] = (f[0], int(f[1]), int(f[2]))
     return out
 
-def children():
-    "Live processes to end with the kernel: its descendants and the other members of the process group it leads (None: unknown)."
+def children(spare=()):
+    "Live processes to end with the kernel: its descendants and the other members of the process group it leads, but `spare` (None: unknown)."
     procs,me = _procs(),os.getpid()
     if procs is None: return None
-    kids = {p for p,(_,_,pg) in procs.items() if pg == me and p != me}
+    kids = {p for p,(_,_,pg) in procs.items() if pg == me and p != me and p not in spare}
     by_parent = {}
     for p,(_,pp,_) in procs.items(): by_parent.setdefault(pp, []).append(p)
     todo = [me]
@@ -89,10 +89,10 @@ def _reap():
         while os.waitpid(-1, os.WNOHANG)[0]: pass
     except ChildProcessError: pass
 
-def end_children(grace=1.0):
-    "SIGTERM the user's child processes, then SIGKILL those still there after `grace` seconds."
+def end_children(grace=1.0, spare=()):
+    "SIGTERM the user's child processes (not the pids in `spare`), then SIGKILL those still there after `grace` seconds."
     if os.name != 'posix': return
-    kids = children()
+    kids = children(spare)
     if kids is None:  # no /proc: the process group is what we can reach
         if os.getpgid(0) != os.getpid(): return
         old = signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -105,7 +105,7 @@ def end_children(grace=1.0):
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         _reap()
-        alive = children()
+        alive = children(spare)
         kids &= alive if alive is not None else kids
         if not kids: return
         time.sleep(0.02)

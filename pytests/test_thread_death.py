@@ -7,25 +7,28 @@ from kernel_utils import start_kernel, execute, get_reply, stdout, TIMEOUT
 # how a cell breaks each thread: the thread runs the broken piece when the test then wakes it
 BREAK = dict(shell="k.shell_ch.on_wake = boom", control="k.control_ch.on_wake = boom", stdin="k.stdin_ch.on_wake = boom",
              iopub="k.iopub.channel.on_wake = boom", heartbeat="k.hb_sock.close(0)",
-             fdcapture="import os\nk.fd_capture.wait = None\nos.write(1, b'wake the fd thread\\n')")
+             # a child writes to fd 1 once the test says so, after the cell: no end-of-cell flush of the cell's own can drain it first
+             fdcapture="import subprocess\nk.fd_capture.wait = None\nsubprocess.Popen(['sh', '-c', 'read x < go; echo wake the fd thread'])")
 NAMES = dict(shell='ipymini-shell', control='ipymini-control', stdin='ipymini-stdin', iopub='ipymini-iopub', heartbeat='ipymini-heartbeat',
              fdcapture='ipymini-fdcapture')
 
-def wake(kc, which):
+def wake(kc, which, tmp):
     "Send the thread something to do (a thread that already died takes no notice)."
     if which == 'control': kc.control_channel.send(kc.session.msg('kernel_info_request'))
     elif which == 'stdin': kc.input('x')
     elif which == 'iopub': kc.execute("print('wake iopub')")
+    elif which == 'fdcapture': (tmp/'go').write_text('now\n')
 
 @pytest.mark.parametrize('which', list(BREAK))
 def test_vital_thread_death_stops_the_kernel(which, tmp_path):
     err = tmp_path/'stderr.txt'
-    with start_kernel(stderr=open(err, 'w')) as (km,kc):
+    os.mkfifo(tmp_path/'go')
+    with start_kernel(stderr=open(err, 'w'), cwd=tmp_path) as (km,kc):
         code = f"k = get_ipython().kernel\ndef boom(*a, **kw): raise RuntimeError('broken on purpose')\n{BREAK[which]}"
         mid = kc.execute(code)
         # the shell thread dies as it wakes to send this cell's reply; the others are woken by what the test sends next
         if which != 'shell': assert get_reply(kc, mid)['content']['status'] == 'ok'
-        wake(kc, which)
+        wake(kc, which, tmp_path)
         assert km.provisioner.process.wait(TIMEOUT) == 1
         assert not km.is_alive()
     log = err.read_text()
