@@ -74,7 +74,9 @@ def start():
     lead_process_group()  # first, so the watcher is in the group a launcher's killpg reaches
     try: sh = _Shared(mmap.mmap(-1, SIZE), os.memfd_create('ipymini-faults', os.MFD_CLOEXEC))
     except OSError as e: return log.info("no crash reports: %s", e)
-    kernel,oom = os.getpid(),oom_kills(os.getpid())
+    # the kernel's cgroup now: a process that has ended shows none, so its count is read at the death from this file
+    kernel,path = os.getpid(),oom_file(os.getpid())
+    oom = path,oom_kills(path)
     sys.stdout.flush(), sys.stderr.flush()
     try: pid = os.fork()
     except OSError as e: return log.info("no crash reports: cannot fork the watcher: %s", e)
@@ -116,7 +118,7 @@ def _watch(sh, kernel, oom):
         if pfd is not None: select.select([pfd], [], [])  # readable once the kernel has ended
         if sh.mm[0] or not sh.get(HEAD): return  # it stopped on its own, or never served
         faults = _read_all(sh.fd)
-        report = exit_report(exit_status(kernel), oom_kills(kernel) > oom, parse_faults(faults))
+        report = exit_report(exit_status(kernel), oom_kills(oom[0]) > oom[1], parse_faults(faults))
         # stderr first, whole: the launcher's log keeps the report even when a killpg cuts the watcher short
         tb = '\n'.join([report['traceback'][0], *(['', faults.strip('\n')] if faults.strip() else []), report['traceback'][-1]])
         os.write(2, ('[ipymini] ' + re.sub(r'\x1b\[[0-9;]*m', '', tb) + '\n').encode(errors='replace'))
@@ -152,11 +154,14 @@ def _cgroup_file(pid, v2name, v1name):
         if 'memory' in ctrls.split(',') and os.path.exists(p := f'/sys/fs/cgroup/memory{path}/{v1name}'): return p
     return None
 
-def oom_kills(pid):
-    "How many processes the out-of-memory killer ended in the memory cgroup of `pid` (0 when unknown)."
-    p = _cgroup_file(pid, 'memory.events', 'memory.oom_control')
+def oom_file(pid):
+    "The memory cgroup file of process `pid` that counts out-of-memory kills (v2 `memory.events`, v1 `memory.oom_control`), or None."
+    return _cgroup_file(pid, 'memory.events', 'memory.oom_control')
+
+def oom_kills(path):
+    "How many processes the out-of-memory killer ended in the cgroup of `path` (a file from `oom_file`); 0 when unknown."
     try:
-        with open(p) as f: return next((int(l.split()[1]) for l in f if l.startswith('oom_kill ')), 0)
+        with open(path) as f: return next((int(l.split()[1]) for l in f if l.startswith('oom_kill ')), 0)
     except (OSError, TypeError, ValueError): return 0
 
 def parse_faults(text):
