@@ -25,23 +25,31 @@ def kernel_main(argv):
     p.add_argument('-f', '--connection-file', metavar='FILE', help="connection file written by the launcher")
     p.add_argument('--debug', action='store_true', help="log informational messages too (child processes ended, a missing debugpy, ...)")
     p.add_argument('--version', action='version', version=__version__)
-    p.epilog = "IPython options (--Class.trait=value, --matplotlib=inline, ...) apply as in ipykernel; others get a warning."
+    p.epilog = ("IPython options (--Class.trait=value, --matplotlib=inline, ...) apply as in ipykernel; others get a warning. Enterprise Gateway "
+                "starts it with --RemoteProcessProxy.kernel-id, .response-address, .public-key and .port-range (or --kernel-id, ...): see README.")
+    from . import gateway
+    gw,argv = gateway.split_args(argv)  # Enterprise Gateway's launch options (see gateway.py)
     a,extra = p.parse_known_args(argv)
     setup_log(a.debug)
     from .bridge import split_options
     opts,unknown,junk = split_options(extra)
     if junk: p.error(f"unrecognized arguments: {' '.join(junk)}")
     for o in unknown: logging.getLogger('ipymini').warning("ignoring command-line option %s: not an IPython option", o)
+    if gw and a.connection_file: p.error("-f and Enterprise Gateway's launch options exclude each other")
+    try: launch = gateway.Launch(gw) if gw else None
+    except gateway.LaunchError as e: p.exit(1, f"ipymini: {e}\n")
     from .kernel import Kernel, KernelStartError, load_connection
     from . import crash
     crash.start()  # before the sockets and threads exist: see crash.py
     try:
-        if a.connection_file: cfg,path = load_connection(a.connection_file),a.connection_file
+        if launch: cfg,path = launch.connection(),None
+        elif a.connection_file: cfg,path = load_connection(a.connection_file),a.connection_file
         else: cfg,path = new_connection()
         kernel = Kernel(cfg, path, opts)
-    except KernelStartError as e: p.exit(1, f"ipymini: {e}\n")
+        if launch: launch.announce(kernel)
+    except (KernelStartError, gateway.LaunchError) as e: p.exit(1, f"ipymini: {e}\n")
     except OSError as e: p.exit(1, f"ipymini: cannot write connection file {e.filename}: {e.strerror}\n")
-    if not a.connection_file: print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
+    if not (a.connection_file or launch): print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
     kernel.run()
     return kernel.exit_status
 
