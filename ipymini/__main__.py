@@ -14,11 +14,20 @@ def install_main(argv):
     p.add_argument('--name', default='ipymini', help="kernelspec name (default: ipymini)")
     p.add_argument('--display-name', help="name shown in front ends (default: 'Python 3 (ipymini)')")
     p.add_argument('--env', nargs=2, metavar=('NAME', 'VALUE'), action='append', help="environment variable set for the kernel")
+    from .gateway import PROXIES, kernel_json, LaunchError
+    p.add_argument('--gateway', choices=list(PROXIES), help="a kernelspec for Jupyter Enterprise Gateway's process proxy of that name (default name: ipymini_PROXY)")
+    p.add_argument('--image', help="--gateway kubernetes/docker/swarm: the kernel image (built from docker/Dockerfile)")
+    p.add_argument('--launcher', help="--gateway kubernetes/docker/swarm: EG's launch script (default: where EG's images keep it)")
+    p.add_argument('--python', help="--gateway: the Python the kernelspec runs (distributed: on the remote hosts, default this one; else EG's, default python)")
     a = p.parse_args(argv)
+    name = a.name if a.name != 'ipymini' or not a.gateway else f"ipymini_{a.gateway}"
+    if not a.gateway and (a.image or a.launcher or a.python): p.error("--image, --launcher and --python go with --gateway")
     from .kernelspec import install, InstallError
-    try: dest = install(a.name, user=a.user, prefix=a.prefix, sys_prefix=a.sys_prefix, display_name=a.display_name, env=a.env)
-    except InstallError as e: p.exit(1, f"ipymini: {e}\n")
-    print(f"Installed kernelspec {a.name} in {dest}")
+    try:
+        spec = a.gateway and kernel_json(a.gateway, python=a.python, image=a.image, launcher=a.launcher, display_name=a.display_name, env=a.env)
+        dest = install(name, user=a.user, prefix=a.prefix, sys_prefix=a.sys_prefix, display_name=a.display_name, env=a.env, spec=spec)
+    except (InstallError, LaunchError) as e: p.exit(1, f"ipymini: {e}\n")
+    print(f"Installed kernelspec {name} in {dest}")
 
 def kernel_main(argv):
     p = _Parser(prog="python -m ipymini", description="Run the ipymini Jupyter kernel. Subcommand: install.")

@@ -3,10 +3,10 @@ IP:PORT --RemoteProcessProxy.public-key KEY --RemoteProcessProxy.port-range LOW.
 container bootstrap scripts pass). As EG's own launcher does: the five kernel ports and a communication port are picked in the range,
 the connection info (with pid, pgid, comm_port, kernel_id) goes back to EG encrypted for its public key, and the `ipymini-gateway`
 thread serves the communication port, where EG sends signals (interrupt, stop, liveness polls) and shutdown."""
-import base64, json, logging, os, random, re, signal, socket, threading, uuid
+import base64, json, logging, os, random, re, signal, socket, sys, threading, uuid
 from .lifecycle import lead_process_group
 
-__all__ = ['LaunchError', 'split_args', 'Launch', 'payload', 'serve']
+__all__ = ['LaunchError', 'kernel_json', 'split_args', 'Launch', 'payload', 'serve']
 log = logging.getLogger('ipymini')
 
 class LaunchError(Exception): "A launch by EG that cannot go on, told in one line."
@@ -19,6 +19,33 @@ CONNECT_TIMEOUT = 10  # seconds to reach EG's response address: a wrong one is a
 REQUEST_TIMEOUT = 5  # seconds a client of the communication port has to send its request (EG's own listener waits as long)
 MAX_REQUEST = 1 << 16
 LAUNCHER_VERSION = 1  # the payload format EG's launchers send: {"version", "key", "conn_info"}
+
+# EG's process proxies that run a kernel from a kernelspec: how each starts ipymini, and the launcher EG's own image keeps for the containers
+PROXIES = dict(distributed='distributed.DistributedProcessProxy', kubernetes='k8s.KubernetesProcessProxy',
+               docker='docker_swarm.DockerProcessProxy', swarm='docker_swarm.DockerSwarmProcessProxy')
+LAUNCHERS = dict(kubernetes='/usr/local/share/jupyter/kernels/python_kubernetes/scripts/launch_kubernetes.py',
+                 docker='/usr/local/share/jupyter/kernels/python_docker/scripts/launch_docker.py',
+                 swarm='/usr/local/share/jupyter/kernels/python_docker/scripts/launch_docker.py')
+
+def kernel_json(proxy, python=None, image=None, launcher=None, display_name=None, env=None):
+    """The kernel.json EG starts ipymini from with its `proxy` (a key of PROXIES). distributed: EG runs `python -m ipymini` on a remote
+    host (`python` there: default this interpreter); kubernetes, docker, swarm: EG's `launcher` script starts a container of `image`
+    (built from docker/Dockerfile), whose bootstrap runs `python -m ipymini` with the same options."""
+    if proxy not in PROXIES: raise LaunchError(f"unknown process proxy {proxy!r}: use one of {', '.join(PROXIES)}")
+    opts = lambda *ns: [w for n in ns for w in (PREFIX + n, '{' + n.replace('-', '_') + '}')]
+    meta = dict(process_proxy=dict(class_name='enterprise_gateway.services.processproxies.' + PROXIES[proxy]), debugger=True)
+    if proxy == 'distributed':
+        if image or launcher: raise LaunchError("--image and --launcher are for container proxies (kubernetes, docker, swarm)")
+        argv = [python or sys.executable, '-m', 'ipymini', *opts('kernel-id', 'response-address', 'public-key', 'port-range'),
+                PREFIX + 'spark-context-initialization-mode', 'none']
+    else:
+        if not image: raise LaunchError(f"a {proxy} kernelspec needs --image: the kernel image EG starts (see docker/Dockerfile)")
+        meta['process_proxy']['config'] = dict(image_name=image)
+        # the launcher runs where EG runs, with EG's Python (it needs EG's kubernetes or docker client), as in EG's own kernelspecs
+        argv = [python or 'python', launcher or LAUNCHERS[proxy], *opts('kernel-id', 'port-range', 'response-address', 'public-key')]
+    spec = dict(argv=argv, display_name=display_name or f"Python 3 (ipymini, {proxy})", language='python', interrupt_mode='signal', metadata=meta)
+    if env: spec['env'] = dict(env)
+    return spec
 
 def split_args(argv):
     "(EG's launch options found in `argv` as {name: value}, the other words): `--RemoteProcessProxy.name value`, `--name=value`, ..."

@@ -30,11 +30,11 @@ def check_name(name):
     if not re.fullmatch(r'[A-Za-z0-9._-]+', name) or not name.strip('.'):
         raise InstallError(f"invalid kernelspec name {name!r}: use ASCII letters, digits, '.', '_' and '-' only")
 
-def install(name="ipymini", user=False, prefix=None, sys_prefix=False, display_name=None, env=None):
-    "Write the kernelspec; returns the folder it went to."
+def install(name="ipymini", user=False, prefix=None, sys_prefix=False, display_name=None, env=None, spec=None):
+    "Write the kernelspec (`spec`, default `kernel_json`'s); returns the folder it went to."
     check_name(name)
     dest = os.path.join(kernels_dir(user, prefix, sys_prefix), name)
-    spec = kernel_json(display_name=display_name or ("Python 3 (ipymini)" if name == "ipymini" else name), env=env)
+    spec = spec or kernel_json(display_name=display_name or ("Python 3 (ipymini)" if name == "ipymini" else name), env=env)
     try:
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         tmp = tempfile.mkdtemp(dir=os.path.dirname(dest))
