@@ -40,23 +40,25 @@ def kernel_main(argv):
     gw,argv = gateway.split_args(argv)  # Enterprise Gateway's launch options (see gateway.py)
     a,extra = p.parse_known_args(argv)
     setup_log(a.debug)
+    if gw and a.connection_file: p.error("-f and Enterprise Gateway's launch options exclude each other")
+    try: launch = gateway.Launch(gw) if gw else None
+    except gateway.LaunchError as e: p.exit(1, f"ipymini: {e}\n")
+    from . import crash
+    crash.start()  # before the sockets and threads exist: see crash.py
+    try:
+        if launch: launch.announce(cfg := launch.connection())  # EG hears back while IPython loads
+    except gateway.LaunchError as e: p.exit(1, f"ipymini: {e}\n")
     from .bridge import split_options
     opts,unknown,junk = split_options(extra)
     if junk: p.error(f"unrecognized arguments: {' '.join(junk)}")
     for o in unknown: logging.getLogger('ipymini').warning("ignoring command-line option %s: not an IPython option", o)
-    if gw and a.connection_file: p.error("-f and Enterprise Gateway's launch options exclude each other")
-    try: launch = gateway.Launch(gw) if gw else None
-    except gateway.LaunchError as e: p.exit(1, f"ipymini: {e}\n")
     from .kernel import Kernel, KernelStartError, load_connection
-    from . import crash
-    crash.start()  # before the sockets and threads exist: see crash.py
     try:
-        if launch: cfg,path = launch.connection(),None
+        if launch: path = None
         elif a.connection_file: cfg,path = load_connection(a.connection_file),a.connection_file
         else: cfg,path = new_connection()
         kernel = Kernel(cfg, path, opts)
-        if launch: launch.announce(kernel)
-    except (KernelStartError, gateway.LaunchError) as e: p.exit(1, f"ipymini: {e}\n")
+    except KernelStartError as e: p.exit(1, f"ipymini: {e}\n")
     except OSError as e: p.exit(1, f"ipymini: cannot write connection file {e.filename}: {e.strerror}\n")
     if not (a.connection_file or launch): print(f"ipymini: connect with --existing {os.path.basename(path)}", file=sys.__stderr__)
     kernel.run()

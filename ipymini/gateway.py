@@ -102,7 +102,7 @@ def payload(info, key):
 
 def free_sockets(n, lo, hi):
     "`n` TCP sockets bound to distinct free ports in lo..hi (any free ports when lo..hi is 0..0)."
-    socks,ports = [],random.sample(range(lo, hi + 1), hi - lo + 1) if hi else [0] * n
+    socks,ports = [],random.sample(range(lo, hi + 1), hi - lo + 1) if hi else [0] * n  # port 0: the system picks a free one
     for p in ports:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try: s.bind((IP, p))
@@ -126,19 +126,19 @@ class Launch:
         self.comm = None
 
     def connection(self):
-        "Connection info for the kernel: a fresh key and its five ports in the range (0, any, without one); the communication port is bound."
-        lo,hi = self.range
-        socks = free_sockets(len(PORTS) + 1 if hi else 1, lo, hi)
+        """Connection info for the kernel: a fresh key and five free ports in the range (any without one), picked as EG's launcher picks
+        them, so EG hears back before the kernel has loaded IPython; the communication port is bound and listening."""
+        socks = free_sockets(len(PORTS) + 1, *self.range)
         self.comm = socks.pop()
         self.comm.listen(16)
-        ports = [s.getsockname()[1] for s in socks] or [0] * len(PORTS)  # without a range the kernel binds any free ports itself
-        for s in socks: s.close()  # the kernel binds these ports next
+        ports = [s.getsockname()[1] for s in socks]
+        for s in socks: s.close()  # never listened on: the kernel binds them next, and EG's sockets connect (and retry) meanwhile
         return dict(zip(PORTS, ports), ip=IP, key=str(uuid.uuid4()), transport='tcp', signature_scheme='hmac-sha256', kernel_name='')
 
-    def announce(self, kernel):
-        "Serve the communication port, then send EG the kernel's connection info (its ports as bound) over one connection to its response address."
+    def announce(self, cfg):
+        "Serve the communication port, then send EG connection info `cfg` over one connection to its response address."
         lead_process_group()  # before the pgid is reported: EG signals the group
-        info = dict(kernel.cfg, pid=os.getpid(), pgid=os.getpgid(0), comm_port=self.comm.getsockname()[1], kernel_id=self.kernel_id)
+        info = dict(cfg, pid=os.getpid(), pgid=os.getpgid(0), comm_port=self.comm.getsockname()[1], kernel_id=self.kernel_id)
         threading.Thread(target=serve, args=(self.comm,), name='ipymini-gateway', daemon=True).start()
         try:
             with socket.create_connection(self.addr, timeout=CONNECT_TIMEOUT) as s: s.sendall(payload(info, self.key))
