@@ -184,9 +184,16 @@ class KernelSocket:
             m = json.loads(self.conn.recv())
             if m['parent_header'].get('msg_id') == msg_id: yield m
 
-    def until_done(self, msg_id):
-        "(reply, IOPub messages) of request `msg_id`, once both its reply and its idle status came."
-        reply,iopub = None,[]
+    def wait_stdout(self, msg_id, text):
+        "Wait until request `msg_id` has printed `text` (its cell then runs user code); returns its messages so far."
+        seen = []
+        for m in self.messages(msg_id):
+            seen.append(m)
+            if text in ''.join(m['content']['text'] for m in seen if m['msg_type'] == 'stream'): return seen
+
+    def until_done(self, msg_id, seen=()):
+        "(reply, IOPub messages) of request `msg_id`, once both its reply and its idle status came (`seen`: its messages read before)."
+        reply,iopub = next((m for m in seen if m['channel'] != 'iopub'), None),[m for m in seen if m['channel'] == 'iopub']
         for m in self.messages(msg_id):
             if m['channel'] == 'iopub': iopub.append(m)
             elif m['msg_type'].endswith('_reply'): reply = m
