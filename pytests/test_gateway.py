@@ -6,12 +6,12 @@ left running; and EG's own integration tests."""
 import ast, contextlib, json, os, random, re, socket, subprocess, sys, time
 from pathlib import Path
 import pytest
+import Cryptodome  # noqa: F401 (pycryptodomex, of the test extra: missing, the module fails to collect, saying so)
 from jupyter_client import BlockingKernelClient
 from kernel_utils import execute, outputs, wait_stream, get_reply, iopub_until_idle, TIMEOUT
 from gateway_utils import ROOT, SPECS, USER, Gateway, Responder, Watch, comm, gateway_python, group
 from ipymini.gateway import split_args
 
-pytest.importorskip('Cryptodome', reason="pycryptodomex missing: pip install -e '.[test]'")
 KEYS = {'shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port', 'ip', 'key', 'transport', 'signature_scheme', 'kernel_name',
         'pid', 'pgid', 'comm_port', 'kernel_id'}
 PORTS = ('shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port')
