@@ -43,7 +43,8 @@ def kernel_json(proxy, python=None, image=None, launcher=None, display_name=None
         meta['process_proxy']['config'] = dict(image_name=image)
         # the launcher runs where EG runs, with EG's Python (it needs EG's kubernetes or docker client), as in EG's own kernelspecs
         argv = [python or 'python', launcher or LAUNCHERS[proxy], *opts('kernel-id', 'port-range', 'response-address', 'public-key')]
-    spec = dict(argv=argv, display_name=display_name or f"Python 3 (ipymini, {proxy})", language='python', interrupt_mode='signal', metadata=meta)
+    spec = dict(argv=argv, display_name=display_name or f"Python 3 (ipymini, {proxy})", language='python', interrupt_mode='signal',
+                metadata=meta)
     if env: spec['env'] = dict(env)
     return spec
 
@@ -71,7 +72,8 @@ def parse_range(s):
     lo,hi = int(m[1]),int(m[2])
     if lo == hi: return 0,0
     if not 0 < lo < hi <= 65535: raise LaunchError(f"invalid port range {s!r}: expected 1 <= LOW < HIGH <= 65535")
-    if hi - lo + 1 < len(PORTS) + 1: raise LaunchError(f"port range {s} holds {hi - lo + 1} ports: the kernel needs {len(PORTS) + 1} (its five and EG's communication port)")
+    if hi - lo + 1 < len(PORTS) + 1:
+        raise LaunchError(f"port range {s} holds {hi - lo + 1} ports: the kernel needs {len(PORTS) + 1} (its five, EG's communication port)")
     return lo,hi
 
 def parse_address(s):
@@ -85,7 +87,8 @@ def import_key(s):
     try: from Cryptodome.PublicKey import RSA
     except ImportError: raise LaunchError("Enterprise Gateway launches need pycryptodomex: pip install 'ipymini[gateway]'") from None
     try: key = RSA.import_key(base64.b64decode(s, validate=True))
-    except (ValueError, IndexError, TypeError) as e: raise LaunchError(f"the public key is not an RSA key in base64 DER: {e or type(e).__name__}") from None
+    except (ValueError, IndexError, TypeError) as e:
+        raise LaunchError(f"the public key is not an RSA key in base64 DER: {e or type(e).__name__}") from None
     if key.has_private(): raise LaunchError("the public key is a private key: pass EG's public key")
     return key
 
@@ -98,7 +101,8 @@ def payload(info, key):
     aes = get_random_bytes(16)
     conn = AES.new(aes, AES.MODE_ECB).encrypt(pad(json.dumps(info).encode(), 16))
     b64 = lambda b: base64.b64encode(b).decode()
-    return base64.b64encode(json.dumps(dict(version=LAUNCHER_VERSION, key=b64(PKCS1_v1_5.new(key).encrypt(aes)), conn_info=b64(conn))).encode())
+    out = dict(version=LAUNCHER_VERSION, key=b64(PKCS1_v1_5.new(key).encrypt(aes)), conn_info=b64(conn))
+    return base64.b64encode(json.dumps(out).encode())
 
 def free_sockets(n, lo, hi):
     "`n` TCP sockets bound to distinct free ports in lo..hi (any free ports when lo..hi is 0..0)."
@@ -115,10 +119,11 @@ def free_sockets(n, lo, hi):
     raise LaunchError(f"fewer than {n} free ports in the port range {lo}..{hi}")
 
 class Launch:
-    "One launch by EG: its options checked (`LaunchError`), then `connection` for the kernel's ports and `announce` once they are bound."
+    "One launch by EG: its options checked (`LaunchError`), then `connection` for the kernel's ports and `announce` to tell EG of them."
     def __init__(self, opts):
         for n in ('kernel-id', 'response-address', 'public-key'):
-            if not opts.get(n): raise LaunchError(f"Enterprise Gateway launch without --{n} (or {PREFIX}{n}): it needs a kernel id, a response address and a public key")
+            if not opts.get(n):
+                raise LaunchError(f"Enterprise Gateway launch without --{n} (or {PREFIX}{n}): it needs a kernel id, response address, public key")
         self.kernel_id,self.addr = opts['kernel-id'],parse_address(opts['response-address'])
         self.range,self.key = parse_range(opts.get('port-range')),import_key(opts['public-key'])
         if (mode := opts.get('spark-context-initialization-mode')) not in (None, 'none'):
@@ -142,7 +147,8 @@ class Launch:
         threading.Thread(target=serve, args=(self.comm,), name='ipymini-gateway', daemon=True).start()
         try:
             with socket.create_connection(self.addr, timeout=CONNECT_TIMEOUT) as s: s.sendall(payload(info, self.key))
-        except OSError as e: raise LaunchError(f"cannot send the connection info to {self.addr[0]}:{self.addr[1]}: {e.strerror or e}") from None
+        except OSError as e:
+            raise LaunchError(f"cannot send the connection info to {self.addr[0]}:{self.addr[1]}: {e.strerror or e}") from None
 
 def read_request(conn):
     "The JSON object a client sent on one connection (it closes its end when done), or None."
@@ -150,19 +156,22 @@ def read_request(conn):
     data = b''
     try:
         while len(data) <= MAX_REQUEST and (chunk := conn.recv(4096)): data += chunk
+        if not data: return None  # a connection that sent nothing (a port check): nothing to do
         req = json.loads(data)
     except (OSError, ValueError) as e: return log.warning("communication port: dropped a request (%s)", e)
     if not isinstance(req, dict): return log.warning("communication port: dropped a request that is not a JSON object")
     return req
 
 def handle(req):
-    "`{'signum': N}`: signal N to this process (0: a liveness poll; 2 reaches the kernel's SIGINT handler); `{'shutdown': 1}`: stop. True to stop serving."
+    """`{'signum': N}`: signal N to this process (0: a liveness poll; 2 reaches the kernel's SIGINT handler); `{'shutdown': 1}`: stop.
+    True to stop serving."""
     signum = req.get('signum') or 0
     if not isinstance(signum, int):
         log.warning("communication port: bad signum %r", signum)
         signum = 0
     if signum == signal.SIGINT and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        log.info("communication port: interrupt before the kernel is up, ignored")  # no cell to interrupt; Python's handler would kill the start
+        # no cell to interrupt yet, and Python's own handler would end the start
+        log.info("communication port: interrupt before the kernel is up, ignored")
     elif signum:
         log.info("communication port: signal %d", signum)
         try: os.kill(os.getpid(), signum)  # SIGTERM: the kernel's clean stop (lifecycle)

@@ -2,8 +2,8 @@
 the kernel's), a real EG on 127.0.0.1 with kernelspecs for its DistributedProcessProxy (ipymini's from `install --gateway distributed`,
 ipykernel's through gateway_provisioners' launcher), a client of its REST API and kernel websockets, and a stand-in for EG's response
 socket that decrypts what a launcher sends back."""
-import base64, contextlib, fcntl, glob, hashlib, importlib.util, json, os, pwd, re, select, shutil, socket, subprocess, sys, threading, time, uuid
-import urllib.error, urllib.request
+import base64, contextlib, fcntl, glob, hashlib, importlib.util, json, os, pwd, re, select, shutil, socket, subprocess, sys, threading
+import time, uuid, urllib.error, urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,8 +19,10 @@ PROXY = 'enterprise_gateway.services.processproxies.distributed.DistributedProce
 def python311():
     "A Python 3.11 (what EG 3.3.0 supports): pyenv's, the system's, or on PATH (as .ci/run's python_for), or None."
     home = pwd.getpwuid(os.getuid()).pw_dir  # the real one: the tests' HOME is private, and pyenv's shims would look there
-    for p in [*sorted(glob.glob(f'{home}/.pyenv/versions/3.11.*/bin/python3.11')), '/usr/local/bin/python3.11', '/usr/bin/python3.11', shutil.which('python3.11')]:
-        if p and os.access(p, os.X_OK) and subprocess.run([p, '-c', 'import sys, venv; assert sys.version_info[:2] == (3, 11)'], capture_output=True).returncode == 0: return p
+    found = [*sorted(glob.glob(f'{home}/.pyenv/versions/3.11.*/bin/python3.11')), '/usr/local/bin/python3.11', '/usr/bin/python3.11',
+             shutil.which('python3.11')]
+    ok = lambda p: subprocess.run([p, '-c', 'import sys, venv; assert sys.version_info[:2] == (3, 11)'], capture_output=True).returncode == 0
+    return next((p for p in found if p and os.access(p, os.X_OK) and ok(p)), None)
 
 def gateway_python():
     """The Python of .venv-gateway (in the clone), made from gateway-requirements.txt the first time and whenever that file changes.
@@ -54,9 +56,10 @@ def assemble_launcher(dest):
     return dest/'launch_ipykernel.py'
 
 def make_specs(share):
-    "EG's distributed kernelspecs under `share`/kernels: ipymini's written by `install --gateway distributed`, ipykernel's with EG's launcher."
-    p = subprocess.run([sys.executable, '-m', 'ipymini', 'install', '--gateway', 'distributed', '--prefix', str(share.parent.parent), '--name', SPECS['ipymini']],
-                       capture_output=True, text=True, timeout=TIMEOUT)
+    "EG's distributed kernelspecs under `share`/kernels: ipymini's written by `install --gateway distributed`, ipykernel's with its launcher."
+    cmd = [sys.executable, '-m', 'ipymini', 'install', '--gateway', 'distributed', '--prefix', str(share.parent.parent),
+           '--name', SPECS['ipymini']]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     if p.returncode: raise RuntimeError(f"install --gateway failed: {p.stderr}")
     opts = [w for n in ('kernel-id', 'port-range', 'response-address', 'public-key') for w in (f'--{n}', '{' + n.replace('-', '_') + '}')]
     d = share/'kernels'/SPECS['ipykernel']
@@ -74,7 +77,8 @@ def free_port():
 
 def http(method, url, body=None, timeout=TIMEOUT):
     "(status, parsed JSON or None) of one HTTP request."
-    req = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode(), method=method, headers={'Content-Type': 'application/json'})
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method, headers={'Content-Type': 'application/json'})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r: raw,status = r.read(),r.status
     except urllib.error.HTTPError as e: raw,status = e.read(),e.code
@@ -105,7 +109,8 @@ class Log:
         with self.cond:
             while not (m := next((m for l in self.lines if (m := rx.search(l))), None)):
                 if self.ended: raise RuntimeError(f"ended without printing {pattern!r}:\n{self.text()[-4000:]}")
-                if not self.cond.wait(deadline - time.monotonic()): raise TimeoutError(f"{pattern!r} not printed in {timeout} s:\n{self.text()[-4000:]}")
+                if not self.cond.wait(deadline - time.monotonic()):
+                    raise TimeoutError(f"{pattern!r} not printed in {timeout} s:\n{self.text()[-4000:]}")
             return m
 
 class Gateway:
@@ -115,9 +120,11 @@ class Gateway:
         self.host = f'127.0.0.1:{self.port}'
         share = self.tmp/'share'/'jupyter'
         make_specs(share)
-        dirs = dict(JUPYTER_CONFIG_DIR='config', JUPYTER_DATA_DIR='data', JUPYTER_RUNTIME_DIR='runtime', IPYTHONDIR='ipython', HOME='home', EG_KERNEL_LOG_DIR='kernel-logs')
+        dirs = dict(JUPYTER_CONFIG_DIR='config', JUPYTER_DATA_DIR='data', JUPYTER_RUNTIME_DIR='runtime', IPYTHONDIR='ipython', HOME='home',
+                    EG_KERNEL_LOG_DIR='kernel-logs')
         for v in dirs.values(): (self.tmp/v).mkdir(exist_ok=True)
-        self.env = {**{k: v for k,v in os.environ.items() if not k.startswith(('JPY_', 'JUPYTER_', 'EG_'))}, **{k: str(self.tmp/v) for k,v in dirs.items()},
+        self.env = {**{k: v for k,v in os.environ.items() if not k.startswith(('JPY_', 'JUPYTER_', 'EG_'))},
+                    **{k: str(self.tmp/v) for k,v in dirs.items()},
                     'JUPYTER_PATH': str(share), 'EG_RESPONSE_IP': '127.0.0.1', 'EG_RESPONSE_PORT': str(free_port()), 'PYTHONUNBUFFERED': '1'}
         if poll_interval is not None: self.env['EG_POLL_INTERVAL'] = str(poll_interval)
         self.proc = self.log = None
@@ -126,8 +133,8 @@ class Gateway:
         eg = gateway_python().parent/'jupyter-enterprisegateway'
         args = [str(eg), '--ip=127.0.0.1', f'--port={self.port}', '--port_retries=0', '--EnterpriseGatewayApp.remote_hosts=localhost',
                 '--KernelSpecManager.ensure_native_kernel=False', '--log-level=DEBUG']
-        self.proc = subprocess.Popen(args, cwd=self.tmp, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, start_new_session=True)
+        self.proc = subprocess.Popen(args, cwd=self.tmp, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
         self.log = Log(self.proc.stdout, self.tmp/'gateway.log')
         self.log.wait(rf'is available at http://127\.0\.0\.1:{self.port}')
         return self
@@ -204,7 +211,8 @@ class KernelSocket:
     def execute(self, code): return self.until_done(self.send_execute(code))
 
     def send_execute(self, code):
-        return self.send('execute_request', dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False, stop_on_error=True))
+        content = dict(code=code, silent=False, store_history=True, user_expressions={}, allow_stdin=False, stop_on_error=True)
+        return self.send('execute_request', content)
 
     def wait_ready(self):
         "kernel_info until the kernel answers (EG's websocket may open before the kernel reads its channels): its reply."

@@ -166,8 +166,8 @@ BOOTSTRAP = ROOT/'docker'/'bootstrap-kernel.sh'
 def fake_python(d, record):
     "A `python` first on PATH that records its argv and environment, then runs this Python with them."
     d.mkdir()
-    (d/'python').write_text(f'#!/bin/bash\n{sys.executable} -c "import json, os, sys; json.dump([sys.argv[1:], dict(os.environ)], open({str(record)!r}, \'w\'))" "$@"\n'
-                            f'exec {sys.executable} "$@"\n')
+    rec = f"import json, os, sys; json.dump([sys.argv[1:], dict(os.environ)], open({str(record)!r}, 'w'))"
+    (d/'python').write_text(f'#!/bin/bash\n{sys.executable} -c "{rec}" "$@"\nexec {sys.executable} "$@"\n')
     (d/'python').chmod(0o755)
     return f"{d}:{os.environ['PATH']}"
 
@@ -220,7 +220,8 @@ def test_install_gateway_distributed(tmp_path):
     assert spec['argv'] == [sys.executable, '-m', 'ipymini', '--RemoteProcessProxy.kernel-id', '{kernel_id}', '--RemoteProcessProxy.response-address',
                             '{response_address}', '--RemoteProcessProxy.public-key', '{public_key}', '--RemoteProcessProxy.port-range', '{port_range}',
                             '--RemoteProcessProxy.spark-context-initialization-mode', 'none']
-    assert spec['metadata'] == dict(process_proxy=dict(class_name='enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy'), debugger=True)
+    cls = 'enterprise_gateway.services.processproxies.distributed.DistributedProcessProxy'
+    assert spec['metadata'] == dict(process_proxy=dict(class_name=cls), debugger=True)
     assert (spec['display_name'], spec['language']) == ('Python 3 (ipymini, distributed)', 'python')
     gw,rest = split_args(spec['argv'][3:])
     assert rest == [] and set(gw) == {'kernel-id', 'response-address', 'public-key', 'port-range', 'spark-context-initialization-mode'}
@@ -234,12 +235,14 @@ def test_install_gateway_containers(tmp_path, proxy, cls, launcher):
     assert spec['argv'] == ['/opt/eg/bin/python', f'/usr/local/share/jupyter/kernels/{launcher}', '--RemoteProcessProxy.kernel-id', '{kernel_id}',
                             '--RemoteProcessProxy.port-range', '{port_range}', '--RemoteProcessProxy.response-address', '{response_address}',
                             '--RemoteProcessProxy.public-key', '{public_key}']
-    assert spec['metadata']['process_proxy'] == dict(class_name=f'enterprise_gateway.services.processproxies.{cls}', config=dict(image_name='example/ipymini:1'))
+    assert spec['metadata']['process_proxy'] == dict(class_name=f'enterprise_gateway.services.processproxies.{cls}',
+                                                     config=dict(image_name='example/ipymini:1'))
     assert install(tmp_path, '--gateway', proxy, '--image', 'i', '--launcher', '/eg/launch.py') == (0, [])
     assert spec_of(tmp_path, f'ipymini_{proxy}')['argv'][:2] == ['python', '/eg/launch.py']
 
-@pytest.mark.parametrize('args,err', [(['--gateway', 'kubernetes'], "ipymini: a kubernetes kernelspec needs --image: the kernel image EG starts (see docker/Dockerfile)"),
-                                      (['--gateway', 'distributed', '--image', 'i'], "ipymini: --image and --launcher are for container proxies (kubernetes, docker, swarm)")])
+@pytest.mark.parametrize('args,err', [
+    (['--gateway', 'kubernetes'], "ipymini: a kubernetes kernelspec needs --image: the kernel image EG starts (see docker/Dockerfile)"),
+    (['--gateway', 'distributed', '--image', 'i'], "ipymini: --image and --launcher are for container proxies (kubernetes, docker, swarm)")])
 def test_install_gateway_refuses(tmp_path, args, err):
     assert install(tmp_path, *args) == (1, [err])
     assert not (tmp_path/'share').exists()
@@ -259,7 +262,8 @@ def gateway(tmp_path_factory):
 def cell(ws, code):
     "(reply content, [(msg_type, content)] of its outputs, IOPub msg_types) of one cell run over the websocket."
     reply,iopub = ws.execute(code)
-    return reply['content'],[(m['msg_type'], m['content']) for m in iopub if m['msg_type'] not in ('status', 'execute_input')],[m['msg_type'] for m in iopub]
+    outs = [(m['msg_type'], m['content']) for m in iopub if m['msg_type'] not in ('status', 'execute_input')]
+    return reply['content'],outs,[m['msg_type'] for m in iopub]
 
 def check_cells(ws):
     "stdout, a result, an error, as exact messages; the kernel's (pid, pgid)."
