@@ -21,7 +21,7 @@ __all__ = ['Kernel', 'KernelStartError', 'reply_type']
 log = logging.getLogger('ipymini')
 
 # The parts of the kernel beyond the core: each module's `setup(kernel)` registers its handlers once IPython is up
-EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'asyncrun', 'crash']
+EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'asyncrun', 'crash', 'memlimit']
 
 # threads the kernel cannot serve without: one that dies on an exception stops the kernel (see `Kernel.on_thread_death`)
 VITAL = ('ipymini-shell', 'ipymini-control', 'ipymini-stdin', 'ipymini-iopub', 'ipymini-heartbeat', 'ipymini-fdcapture')
