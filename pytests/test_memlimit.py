@@ -1,7 +1,8 @@
 """Memory near the limit (IPYMINI_MEMORY_LIMIT, else 90% of the memory cgroup's): the cell gets a MemoryError naming the memory in
 use and the limit, and the kernel runs the next cell. ipykernel in the same cgroup is ended by the out-of-memory killer."""
 import os, re, resource, signal, sys, contextlib, pytest
-from kernel_utils import start_kernel, execute, stdout, types, states, interrupt, wait_stream, iopub_until_idle, get_reply, TIMEOUT
+from kernel_utils import (start_kernel, execute, run, control, interrupt, get_reply, iopub_until_idle, wait_stream, stdout, types, states,
+                          TIMEOUT)
 from test_crash import memory_cgroup, inside
 from ipymini.memlimit import parse_size, cgroup_limit, fmt
 
@@ -12,13 +13,14 @@ IN_USE = r"cell needed more memory: (\d+\.\d) MB in use of the "
 
 def rss(kc):
     "The kernel's resident bytes, from a user expression."
-    reply,_ = execute(kc, "", user_expressions={'r': "int(open('/proc/self/statm').read().split()[1]) * __import__('os').sysconf('SC_PAGE_SIZE')"})
+    expr = "int(open('/proc/self/statm').read().split()[1]) * __import__('os').sysconf('SC_PAGE_SIZE')"
+    reply,_ = execute(kc, "", user_expressions={'r': expr})
     return int(reply['content']['user_expressions']['r']['data']['text/plain'])
 
-def memory_error(kc, code, evalue):
-    """Run `code`, which passes the limit: its reply and its one IOPub error are a MemoryError whose text matches `evalue` (a regex);
-    returns the memory in use it names, in MB."""
-    reply,msgs = execute(kc, code)
+def memory_error(kc, code, evalue, sid=None):
+    """Run `code` (on subshell `sid`), which passes the limit: its reply and its one IOPub error are a MemoryError whose text matches
+    `evalue` (a regex); returns the memory in use it names, in MB."""
+    reply,msgs = run(kc, sid, code)
     c = reply['content']
     assert (c['status'], c['ename']) == ('error', 'MemoryError'), c
     assert re.fullmatch(evalue, c['evalue']), c['evalue']
@@ -51,7 +53,8 @@ def test_numpy_arrays_past_the_limit():
     limit = IN_USE + r"300\.0 MB limit \(IPYMINI_MEMORY_LIMIT\); "
     with start_kernel(env=dict(IPYMINI_MEMORY_LIMIT='300M')) as (km,kc):
         execute(kc, "import numpy as np")
-        memory_error(kc, "np.ones(1 << 30)", limit + re.escape("Unable to allocate 8.00 GiB for an array with shape (1073741824,) and data type float64"))
+        said = "Unable to allocate 8.00 GiB for an array with shape (1073741824,) and data type float64"
+        memory_error(kc, "np.ones(1 << 30)", limit + re.escape(said))
         memory_error(kc, "np.empty(1 << 30)", limit + "Unable to allocate 8.00 GiB .*")  # mapped, never touched: counted all the same
         memory_error(kc, "arrays = [np.ones(1 << 21) for _ in range(100)]", limit + "Unable to allocate 16.0 MiB .*")
         assert stdout(execute(kc, "print(np.ones(1 << 24).sum())")[1]) == "16777216.0\n"  # 128 MB fits again
@@ -65,6 +68,13 @@ def test_an_interrupt_is_still_a_keyboard_interrupt():
         assert get_reply(kc, mid)['content']['ename'] == 'KeyboardInterrupt'
         assert [m['content']['ename'] for m in iopub_until_idle(kc, mid) if m['msg_type'] == 'error'] == ['KeyboardInterrupt']
         assert execute(kc, "raise MemoryError('mine')")[0]['content']['evalue'].endswith(" limit (IPYMINI_MEMORY_LIMIT); mine")
+        runs(kc)
+
+def test_a_child_subshells_cell_too():
+    with start_kernel(env=dict(IPYMINI_MEMORY_LIMIT='300M')) as (km,kc):
+        sid = control(kc, 'create_subshell_request')[0]['content']['subshell_id']
+        memory_error(kc, "blocks = [b'x' * (16 << 20) for _ in range(64)]", IN_USE + r"300\.0 MB limit \(IPYMINI_MEMORY_LIMIT\)", sid)
+        assert stdout(run(kc, sid, "print(6 * 7)")[1]) == "42\n"
         runs(kc)
 
 DATA = "import resource; print(resource.getrlimit(resource.RLIMIT_DATA))"
@@ -126,7 +136,8 @@ HYBRID = ["9:memory:/user/1", "1:name=systemd:/user/1", "0::/user/1"]
 
 SCOPE = 'cg/user.slice/session-1.scope/memory.max'
 CASES = {  # /proc/<pid>/cgroup, mountinfo, the cgroup files: the limit found, the file it was in
-    'v2': (["0::/user.slice/session-1.scope"], [SYS, V2], {SCOPE: '536870912', 'cg/user.slice/memory.max': '1073741824'}, (512 << 20, SCOPE)),
+    'v2': (["0::/user.slice/session-1.scope"], [SYS, V2], {SCOPE: '536870912', 'cg/user.slice/memory.max': '1073741824'},
+           (512 << 20, SCOPE)),
     'v2 parent': (["0::/user.slice/session-1.scope"], [V2], {SCOPE: 'max', 'cg/user.slice/memory.max': '1073741824'},
                   (1 << 30, 'cg/user.slice/memory.max')),
     'v2 none': (["0::/user.slice"], [V2], {'cg/user.slice/memory.max': 'max'}, None),
