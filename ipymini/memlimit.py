@@ -3,8 +3,10 @@ where the out-of-memory killer would end it. The limit is `IPYMINI_MEMORY_LIMIT`
 else `SHARE` of the memory cgroup's (v2 `memory.max`, v1 `memory.limit_in_bytes`, the tightest over the kernel's cgroup and its
 parents). At start and before each execute, the soft RLIMIT_DATA becomes what the process maps now plus what the limit leaves of
 its resident memory: an allocation past it fails in C, as malloc failing, and Python raises MemoryError where it happened."""
-import os, re, resource, logging
+import os, re, logging
 from .outcache import trim
+try: import resource
+except ImportError: resource = None  # Windows
 
 __all__ = ['parse_size', 'cgroup_limit', 'fmt', 'MemLimit', 'setup']
 log = logging.getLogger('ipymini')
@@ -122,7 +124,7 @@ def limit_from_env():
 
 def setup(kernel):
     "When a limit is in effect: the soft RLIMIT_DATA set now and before each execute, and a cell's MemoryError told as such."
-    if not hasattr(resource, 'RLIMIT_DATA') or not os.path.exists('/proc/self/statm'): return
+    if not hasattr(resource, 'RLIMIT_DATA') or not os.path.exists('/proc/self/statm'): return  # Linux's
     found = limit_from_env()
     if not found: return
     shell,(n,source,path) = kernel.shell,found
