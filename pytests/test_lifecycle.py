@@ -1,6 +1,6 @@
 """The kernel process's life: shutdown always answered, SIGTERM and a dead launcher take the same clean path, its own
 process group, the user's child processes ended with it, thread stacks on SIGUSR1."""
-import json, os, select, signal, subprocess, sys, textwrap, uuid
+import queue, json, os, select, signal, subprocess, sys, textwrap, uuid
 import pytest, psutil
 from jupyter_client import BlockingKernelClient
 from kernel_utils import start_kernel, execute, request, get_reply, TIMEOUT
@@ -118,7 +118,8 @@ def test_sigusr1_dumps_stacks(tmp_path):
     log = tmp_path/'kernel.log'
     with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
         km.provisioner.process.send_signal(signal.SIGUSR1)
-        request(kc, 'kernel_info_request')  # answered: the kernel lives on
+        try: request(kc, 'kernel_info_request')  # answered: the kernel lives on
+        except queue.Empty: raise AssertionError(f"no kernel_info_reply after SIGUSR1; kernel exit status {km.provisioner.process.poll()}; log:\n{log.read_text()}") from None
         text = log.read_text()
     assert text.count('Thread 0x') + text.count('Current thread 0x') >= 6, text  # main, shell, control, stdin, iopub, heartbeat
     assert 'ipymini/channels.py' in text and 'ipymini/kernel.py' in text
