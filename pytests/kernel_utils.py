@@ -1,5 +1,6 @@
 """Helpers for protocol tests: start ipymini through KernelManager and wait on exact messages."""
 import os, sys, time, contextlib, queue, tempfile
+import pytest
 from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
@@ -153,3 +154,39 @@ def wait_file(path, timeout=TIMEOUT):
     with open(path) as f: return f.read()
 
 def states(msgs): return [m['content']['execution_state'] for m in msgs if m['msg_type'] == 'status']
+
+# ---- memory cgroups (the memory limit's and the crash report's tests) ----
+MOUNTS = [('/sys/fs/cgroup', 'memory.max', ''), ('/sys/fs/cgroup/memory', 'memory.limit_in_bytes', 'memory')]  # v2, v1
+
+def own_cgroup(ctrl):
+    "This process's cgroup path in the hierarchy of controller `ctrl` ('' for v2's)."
+    with open('/proc/self/cgroup') as f: rows = [l.split(':', 2) for l in f.read().splitlines()]
+    return next(p for _,c,p in rows if (c == '' if not ctrl else ctrl in c.split(',')))
+
+@contextlib.contextmanager
+def memory_cgroup(limit):
+    "A new memory cgroup limited to `limit` bytes: yields its folder. Skips where cgroups cannot be made, but fails under CI."
+    mount,knob,ctrl = next(((m, k, c) for m,k,c in MOUNTS if os.path.exists(os.path.join(m, 'cgroup.subtree_control' if not c else k))), (None,)*3)
+    path = mount and os.path.join(mount, f'ipymini-test-{os.getpid()}')
+    try:
+        os.mkdir(path)
+        with open(os.path.join(path, knob), 'w') as f: f.write(str(limit))
+        back = os.path.join(mount + own_cgroup(ctrl).rstrip('/'), 'cgroup.procs')
+    except (OSError, TypeError) as e:
+        if os.environ.get('CI'): raise
+        pytest.skip(f"cannot make a memory cgroup here ({e}): needs root, with cgroup v1 or v2")
+    try: yield path,back
+    finally:
+        with open(os.path.join(path, 'cgroup.procs')) as f: left = f.read().split()
+        for p in left:  # what is still in it goes back, so the cgroup can go
+            with contextlib.suppress(OSError), open(back, 'w') as f: f.write(p)
+        os.rmdir(path)
+
+@contextlib.contextmanager
+def inside(cgroup):
+    "This process in `cgroup` (from `memory_cgroup`) while the block runs: what it starts meanwhile starts there, as in a container."
+    path,back = cgroup
+    with open(os.path.join(path, 'cgroup.procs'), 'w') as f: f.write(str(os.getpid()))
+    try: yield
+    finally:
+        with open(back, 'w') as f: f.write(str(os.getpid()))

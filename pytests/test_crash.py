@@ -1,8 +1,8 @@
 """A cell that kills the kernel process (a segfault in C code, `os.abort()`, a fatal signal, the out-of-memory killer, `os._exit`)
 gets, parented to it, an error naming the cause (for a fatal error, the cell's Python stack from faulthandler) and then its idle,
 before the kernel is gone; the process exits as it died, so a restarter works as it does without the report."""
-import contextlib, json, os, re, select, signal, subprocess, sys, pytest
-from kernel_utils import start_kernel, iopub_until_idle, execute, stdout, control, send, wait_stream, types, parent_id, TIMEOUT
+import contextlib, os, re, select, signal
+from kernel_utils import memory_cgroup, inside, start_kernel, iopub_until_idle, execute, stdout, control, send, wait_stream, types, parent_id, TIMEOUT
 
 ANSI = re.compile(r'\x1b\[[0-9;]*m')
 WATCHER = "import ipymini.crash\nprint(ipymini.crash.watcher_pid())"
@@ -107,41 +107,6 @@ def test_clean_stop_reports_nothing(tmp_path):
     with start_kernel(env=dict(IPYMINI_CRASH_REPORT='0')) as (km,kc): assert stdout(execute(kc, WATCHER)[1]) == 'None\n'
 
 # ---- the out-of-memory killer, in a memory cgroup the test makes ----
-MOUNTS = [('/sys/fs/cgroup', 'memory.max', ''), ('/sys/fs/cgroup/memory', 'memory.limit_in_bytes', 'memory')]  # v2, v1
-
-def own_cgroup(ctrl):
-    "This process's cgroup path in the hierarchy of controller `ctrl` ('' for v2's)."
-    with open('/proc/self/cgroup') as f: rows = [l.split(':', 2) for l in f.read().splitlines()]
-    return next(p for _,c,p in rows if (c == '' if not ctrl else ctrl in c.split(',')))
-
-@contextlib.contextmanager
-def memory_cgroup(limit):
-    "A new memory cgroup limited to `limit` bytes: yields its folder. Skips where cgroups cannot be made, but fails under CI."
-    mount,knob,ctrl = next(((m, k, c) for m,k,c in MOUNTS if os.path.exists(os.path.join(m, 'cgroup.subtree_control' if not c else k))), (None,)*3)
-    path = mount and os.path.join(mount, f'ipymini-test-{os.getpid()}')
-    try:
-        os.mkdir(path)
-        with open(os.path.join(path, knob), 'w') as f: f.write(str(limit))
-        back = os.path.join(mount + own_cgroup(ctrl).rstrip('/'), 'cgroup.procs')
-    except (OSError, TypeError) as e:
-        if os.environ.get('CI'): raise
-        pytest.skip(f"cannot make a memory cgroup here ({e}): needs root, with cgroup v1 or v2")
-    try: yield path,back
-    finally:
-        with open(os.path.join(path, 'cgroup.procs')) as f: left = f.read().split()
-        for p in left:  # what is still in it goes back, so the cgroup can go
-            with contextlib.suppress(OSError), open(back, 'w') as f: f.write(p)
-        os.rmdir(path)
-
-@contextlib.contextmanager
-def inside(cgroup):
-    "This process in `cgroup` (from `memory_cgroup`) while the block runs: what it starts meanwhile starts there, as in a container."
-    path,back = cgroup
-    with open(os.path.join(path, 'cgroup.procs'), 'w') as f: f.write(str(os.getpid()))
-    try: yield
-    finally:
-        with open(back, 'w') as f: f.write(str(os.getpid()))
-
 def test_out_of_memory_kill():
     """A kernel started in a cgroup of 300 MB asks for 1 GB: the out-of-memory killer ends it, and the cell is told so, not just
     SIGKILL. IPYMINI_MEMORY_LIMIT=off: else the cell would get a MemoryError near the limit instead."""

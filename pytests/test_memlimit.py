@@ -1,9 +1,8 @@
 """Memory near the limit (IPYMINI_MEMORY_LIMIT, else 90% of the memory cgroup's): the cell gets a MemoryError naming the memory in
 use and the limit, and the kernel runs the next cell. ipykernel in the same cgroup is ended by the out-of-memory killer."""
 import os, re, resource, signal, sys, contextlib, pytest
-from kernel_utils import (start_kernel, execute, run, control, interrupt, get_reply, iopub_until_idle, wait_stream, stdout, types, states,
-                          TIMEOUT)
-from test_crash import memory_cgroup, inside
+from kernel_utils import (memory_cgroup, inside, start_kernel, execute, run, control, interrupt, get_reply, iopub_until_idle, wait_stream,
+                          stdout, types, states, TIMEOUT)
 from ipymini.memlimit import parse_size, cgroup_limit, fmt
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith('linux'), reason="RLIMIT_DATA and /proc/self/statm are Linux's")
