@@ -67,6 +67,14 @@ def make_specs(share):
                       '--kernel-class-name', 'ipykernel.ipkernel.IPythonKernel'],
                 display_name='Python 3 (ipykernel, distributed)', language='python', metadata=dict(process_proxy=dict(class_name=PROXY)))
     (d/'kernel.json').write_text(json.dumps(spec, indent=1))
+    # EG starts a kernel with the spec's env and the request's KERNEL_* variables, not its own environment: the kernels' own
+    # private home and IPython dir, so that no kernel writes the user's ~/.ipython
+    tmp = share.parent.parent
+    for name in SPECS.values():
+        f = share/'kernels'/name/'kernel.json'
+        spec = json.loads(f.read_text())
+        spec['env'] = {**spec.get('env', {}), 'HOME': str(tmp/'home'), 'IPYTHONDIR': str(tmp/'ipython')}
+        f.write_text(json.dumps(spec, indent=1))
 
 # ---- a running EG ----
 
