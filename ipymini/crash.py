@@ -22,7 +22,7 @@ SIZE = HEAD + CFG + 2 * SLOT
 
 class _Shared:
     "What the kernel and its watcher share: the page (`mm`), the faulthandler file (`fd`), the running cells' raw headers."
-    def __init__(self, mm, fd): self.mm,self.fd,self.cells,self.lock,self.slot = mm,fd,{},threading.Lock(),0
+    def __init__(self, mm, fd): self.mm,self.fd,self.cells,self.lock = mm,fd,{},threading.Lock()
 
     def put(self, off, data, room):
         if len(data) > room - 4: return False
@@ -36,10 +36,9 @@ class _Shared:
 
     def write_cells(self):
         "The running cells' headers as a JSON list, into the slot not current, which then becomes current."
-        raws = list(self.cells.values())
-        while not self.put(HEAD + CFG + (1 - self.slot) * SLOT, b'[' + b','.join(raws) + b']', SLOT): raws.pop()  # too many: the first ones
-        self.slot = 1 - self.slot
-        self.mm[1] = self.slot
+        raws,slot = list(self.cells.values()),1 - self.mm[1]
+        while not self.put(HEAD + CFG + slot * SLOT, b'[' + b','.join(raws) + b']', SLOT): raws.pop()  # too many: the first ones
+        self.mm[1] = slot
 
     def read_cells(self):
         data = self.get(HEAD + CFG + self.mm[1] * SLOT)
@@ -77,7 +76,7 @@ def start():
     # the kernel's cgroup now: a process that has ended shows none, so its count is read at the death from this file
     kernel,path = os.getpid(),oom_file(os.getpid())
     oom = path,oom_kills(path)
-    sys.stdout.flush(), sys.stderr.flush()
+    for f in (sys.stdout, sys.stderr): f.flush()  # else the forked processes would write what is buffered again
     try: pid = os.fork()
     except OSError as e: return log.info("no crash reports: cannot fork the watcher: %s", e)
     if pid == 0:  # the watcher is a grandchild: never the kernel's child, so the user's os.wait() in a cell does not wait on it
@@ -143,20 +142,12 @@ def exit_status(pid):
     code = int(st[st.rindex(b')') + 2:].split()[-1])  # the last field is the wait status (the name in parentheses may hold spaces)
     return (code >> 8) & 0xff, code & 0x7f
 
-def _cgroup_file(pid, v2name, v1name):
-    "The path of memory cgroup file for process `pid` (v2 `v2name`, else v1 `v1name`), or None."
-    try:
-        with open(f'/proc/{pid}/cgroup') as f: lines = f.read().splitlines()
-    except OSError: return None
-    for line in lines:
-        _,ctrls,path = line.split(':', 2)
-        if ctrls == '' and os.path.exists(p := f'/sys/fs/cgroup{path}/{v2name}'): return p
-        if 'memory' in ctrls.split(',') and os.path.exists(p := f'/sys/fs/cgroup/memory{path}/{v1name}'): return p
-    return None
-
 def oom_file(pid):
     "The memory cgroup file of process `pid` that counts out-of-memory kills (v2 `memory.events`, v1 `memory.oom_control`), or None."
-    return _cgroup_file(pid, 'memory.events', 'memory.oom_control')
+    from .memlimit import memory_cgroups
+    for d,_,is2 in memory_cgroups(f'/proc/{pid}'):
+        if os.path.exists(p := os.path.join(d, 'memory.events' if is2 else 'memory.oom_control')): return p
+    return None
 
 def oom_kills(path):
     "How many processes the out-of-memory killer ended in the cgroup of `path` (a file from `oom_file`); 0 when unknown."

@@ -8,7 +8,7 @@ from .outcache import trim
 try: import resource
 except ImportError: resource = None  # Windows
 
-__all__ = ['parse_size', 'cgroup_limit', 'fmt', 'MemLimit', 'setup']
+__all__ = ['parse_size', 'memory_cgroups', 'cgroup_limit', 'fmt', 'MemLimit', 'setup']
 log = logging.getLogger('ipymini')
 
 SHARE = 0.9  # of the cgroup's limit: the cell gets its MemoryError before the out-of-memory killer comes
@@ -37,8 +37,8 @@ def _read(path):
 
 def _unescape(s): return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m[1], 8)), s)  # mountinfo writes ' ' as '\040'
 
-def cgroup_limit(proc='/proc/self'):
-    "(bytes, file) of the tightest memory limit over the cgroup of the process at `proc` and its parents; None where none is set."
+def memory_cgroups(proc='/proc/self'):
+    "(folder, its hierarchy's mount point, whether v2) of each memory cgroup the process at `proc` is in, from its cgroup and mountinfo."
     rows = [l.split(':', 2) for l in (_read(f'{proc}/cgroup') or '').splitlines() if l.count(':') >= 2]
     v1 = next((p for _,c,p in rows if 'memory' in c.split(',')), None)
     v2 = next((p for h,c,p in rows if h == '0' and c == ''), None)
@@ -47,16 +47,20 @@ def cgroup_limit(proc='/proc/self'):
         f,g = pre.split(),post.split()
         if len(f) < 5 or len(g) < 3: continue
         root,point,fs,opts = _unescape(f[3]),_unescape(f[4]),g[0],g[2].split(',')
-        if fs == 'cgroup' and 'memory' in opts and v1 is not None: path,knob = v1,'memory.limit_in_bytes'
-        elif fs == 'cgroup2' and v2 is not None: path,knob = v2,'memory.max'
+        if fs == 'cgroup' and 'memory' in opts and v1 is not None: path,is2 = v1,False
+        elif fs == 'cgroup2' and v2 is not None: path,is2 = v2,True
         else: continue
         if root != '/' and path != root and not path.startswith(root + '/'): continue  # a mount of another part of the tree
-        d = os.path.normpath(point + '/' + (path[len(root):] if root != '/' else path))
-        found = None
+        yield os.path.normpath(point + '/' + (path[len(root):] if root != '/' else path)),os.path.normpath(point),is2
+
+def cgroup_limit(proc='/proc/self'):
+    "(bytes, file) of the tightest memory limit over the cgroup of the process at `proc` and its parents; None where none is set."
+    for d,point,is2 in memory_cgroups(proc):
+        knob,found = 'memory.max' if is2 else 'memory.limit_in_bytes',None
         while True:  # each parent's limit holds for its children too
             v = (_read(os.path.join(d, knob)) or '').strip()
             if v.isdigit() and int(v) < NO_LIMIT and (found is None or int(v) < found[0]): found = int(v),os.path.join(d, knob)
-            if d == os.path.normpath(point) or len(d) <= 1: break
+            if d == point or len(d) <= 1: break
             d = os.path.dirname(d)
         if found: return found
     return None
