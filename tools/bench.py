@@ -4,6 +4,7 @@
     python tools/bench.py --quick                  # one round, fewer samples: a smoke run
     python tools/bench.py --only ipymini,ipykernel --rounds 3
     python tools/bench.py --json results.json      # also dump every sample (`--json` alone prints JSON to stdout)
+    python tools/bench.py --base main              # also ipymini as it is at a git revision: is a change worse than noise?
 
 Run it with the test environment of README (`.venv/bin/python tools/bench.py`): it needs ipykernel, psutil and jupyter_client.
 
@@ -12,6 +13,8 @@ that rotates from round to round so machine noise hits all kernels alike, and ru
 The client is a lean one written here (raw zmq sockets, HMAC-signed JSON frames, no Session machinery), the same for all
 kernels; every measurement waits on the messages themselves (reply parent ids, status idle), never on a sleep.
 Medians over all rounds are printed with the ratios ipymini/ipykernel and ipymini/floor and the targets ipymini set itself.
+With `--base REV` a fourth kernel, `base`, is ipymini's package as it is at git revision REV (extracted into the temp dir
+and run by the same Python), measured in the same rounds, with the ratio ipymini/base: a change's cost, under the same noise.
 A kernel that fails to start or dies costs at most a timeout: its figures read "n/a" and the reason is listed.
 """
 import argparse, atexit, hashlib, hmac, json, os, shutil, signal, statistics, subprocess, sys, tempfile, time, uuid
@@ -23,6 +26,7 @@ from jupyter_client.connect import write_connection_file
 REPO   = Path(__file__).resolve().parent.parent
 DELIM  = b"<IDS|MSG>"
 KINDS  = ("ipymini", "ipykernel", "floor")
+BASE   = "base"  # ipymini at another git revision, with --base
 STREAM_CODE, STREAM_N = "for i in range(200000): print(i)", 200000
 EXPECTED = "".join(f"{i}\n" for i in range(STREAM_N))
 COMPLETE_CODE = "import os; os.pa"
@@ -264,27 +268,42 @@ def fmt(key, fmt_, v):
     return fmt_.format(v)
 
 def table(res, kinds):
-    "The results as a plain-text table, one figure a row."
-    hdr = ["figure", *KINDS, "ipymini/ipykernel", "ipymini/floor", "target", "ipymini meets"]
+    "The results as a plain-text table, one figure a row; the base columns only when `base` ran."
+    cols = [*KINDS, BASE] if BASE in kinds else list(KINDS)
+    hdr = ["figure", *cols, *(f"ipymini/{k}" for k in cols[1:]), "target", "ipymini meets"]
     rows = []
     for key, label, target, ok, f in FIGS:
-        vals = {k: summary(res, k, key) for k in KINDS}
-        cells = [fmt(key, f, vals[k]) if k in kinds else "-" for k in KINDS]
+        vals = {k: summary(res, k, key) for k in cols}
+        cells = [fmt(key, f, vals[k]) if k in kinds else "-" for k in cols]
         def ratio(other):
             a, b = vals["ipymini"], vals[other]
             if key == "intact" or a is None or b in (None, 0): return "-"
             return f"{a/b:.2f}x"
         meets = "-" if ok is None or vals["ipymini"] is None else ("yes" if ok(vals["ipymini"]) else "NO")
-        rows.append([label, *cells, ratio("ipykernel"), ratio("floor"), target or "-", meets])
+        rows.append([label, *cells, *map(ratio, cols[1:]), target or "-", meets])
     w = [max(len(r[i]) for r in [hdr, *rows]) for i in range(len(hdr))]
     line = lambda r: "  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
     return "\n".join([line(hdr), line(["-"*x for x in w]), *map(line, rows)])
 
 # ---- driver ----
 
-def argv_for(kind):
+def argv_for(kind, base_dir=None):
+    if kind == BASE:  # the extracted package first on sys.path, ahead of the installed one, and checked to be what runs
+        run = (f"import runpy, sys; sys.path.insert(0, {str(base_dir)!r}); import ipymini; "
+               f"assert ipymini.__file__.startswith({str(base_dir)!r}), ipymini.__file__; runpy.run_module('ipymini', run_name='__main__')")
+        return [sys.executable, "-c", run]
     return dict(ipymini=[sys.executable, "-m", "ipymini"], ipykernel=[sys.executable, "-m", "ipykernel_launcher"],
         floor=[sys.executable, str(REPO/"tools"/"floor_kernel.py")])[kind]
+
+def extract_base(rev, tmp:Path):
+    "ipymini's package as it is at git revision `rev`, written under `tmp`; returns (its dir, the short commit)."
+    git = lambda *a: subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, check=True).stdout
+    try: commit = git("rev-parse", "--short", f"{rev}^{{commit}}").decode().strip()
+    except (OSError, subprocess.CalledProcessError) as e: raise SystemExit(f"--base {rev}: not a git revision of {REPO} ({e})")
+    d = tmp/f"base-{commit}"
+    d.mkdir()
+    subprocess.run(["tar", "-x", "-C", str(d)], input=git("archive", "--format=tar", commit, "ipymini"), check=True)
+    return d, commit
 
 def bench_one(kind, argv, tmp, cfg, res, errors, rnd, names):
     "Start one kernel and run every figure on it; a failure ends this kernel's round and is recorded, never raised."
@@ -328,12 +347,15 @@ def main(args=None):
     p.add_argument("--rounds", type=int, help="rounds of all kernels (default 5, 1 with --quick)")
     p.add_argument("--only", default=",".join(KINDS), help="comma-separated kernels to run, from: " + ", ".join(KINDS))
     p.add_argument("--quick", action="store_true", help="one round and fewer samples: a smoke run")
+    p.add_argument("--base", metavar="REV", help="also run ipymini as it is at git revision REV (kernel `base`), with the ratio ipymini/base")
     p.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also dump all samples as JSON to PATH (stdout if no PATH)")
     p.add_argument("--start-timeout", type=float, default=30., help="seconds a kernel gets to answer its first kernel_info")
     a = p.parse_args(args)
     kinds = [k.strip() for k in a.only.split(",") if k.strip()]
-    bad = [k for k in kinds if k not in KINDS]
-    if bad or not kinds: p.error(f"unknown kernel {', '.join(bad)}: choose from {', '.join(KINDS)}")
+    bad = [k for k in kinds if k not in KINDS and k != BASE]
+    if bad or not kinds: p.error(f"unknown kernel {', '.join(bad)}: choose from {', '.join(KINDS)} (and {BASE} with --base)")
+    if a.base and BASE not in kinds: kinds.append(BASE)
+    if BASE in kinds and not a.base: p.error(f"kernel {BASE} needs --base REV")
     rounds = a.rounds or (1 if a.quick else 5)
     # the first interrupt of a process also pays for importing the traceback machinery: 3 a round, the median reported
     cfg = argparse.Namespace(start_timeout=a.start_timeout, warmup=20, n_pipelined=1000, n_interrupt=3,
@@ -341,6 +363,7 @@ def main(args=None):
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so atexit still kills the kernels
     tmp = Path(tempfile.mkdtemp(prefix="ipymini-bench-"))
     atexit.register(cleanup, tmp)
+    base_dir, base_commit = extract_base(a.base, tmp) if a.base else (None, None)
     res, errors, given_up, names = {}, [], set(), {}
     t_all = time.perf_counter()
     for rnd in range(rounds):
@@ -349,11 +372,12 @@ def main(args=None):
             if kind in given_up: continue
             print(f"round {rnd+1}/{rounds}: {kind}", file=sys.stderr, flush=True)
             # a kernel that cannot even start will not start next round either: don't pay its timeout again
-            if not bench_one(kind, argv_for(kind), tmp, cfg, res, errors, rnd+1, names): given_up.add(kind)
+            if not bench_one(kind, argv_for(kind, base_dir), tmp, cfg, res, errors, rnd+1, names): given_up.add(kind)
     took = time.perf_counter() - t_all
     print(f"\n{rounds} round(s) in {took:.0f} s; Python {sys.version.split()[0]} on {os.cpu_count()} cores; "
           f"medians of {rounds*cfg.n_rtt} round trips, {rounds*cfg.n_complete} completions, {rounds*cfg.n_interrupt} interrupts, "
           f"{rounds} of the rest")
+    if base_commit and BASE in names: names[BASE] += f" at {base_commit}"
     print("kernels: " + ", ".join(f"{k} = {names.get(k, 'did not start')}" for k in kinds) + "\n")
     print(table(res, kinds))
     print("\nratios are ipymini's figure over the other's: below 1 is better for times and memory, above 1 for rates.")
