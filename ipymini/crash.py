@@ -8,6 +8,7 @@ without the stop flag set, the watcher reads its exit status from /proc, binds t
 running cell an `error` naming the signal (with the cell's Python stack) and then its `idle`; it copies the report to stderr
 and exits, and the front end's restarter finds the kernel dead as it would without it. `IPYMINI_CRASH_REPORT=0` turns it off."""
 import json, logging, mmap, os, re, select, signal, struct, sys, threading
+from .memlimit import memory_cgroups
 
 __all__ = ['start', 'setup', 'watcher_pid', 'fault_fd', 'stopped', 'exit_report', 'parse_faults']
 log = logging.getLogger('ipymini')
@@ -144,7 +145,6 @@ def exit_status(pid):
 
 def oom_file(pid):
     "The memory cgroup file of process `pid` that counts out-of-memory kills (v2 `memory.events`, v1 `memory.oom_control`), or None."
-    from .memlimit import memory_cgroups
     for d,_,is2 in memory_cgroups(f'/proc/{pid}'):
         if os.path.exists(p := os.path.join(d, 'memory.events' if is2 else 'memory.oom_control')): return p
     return None

@@ -57,24 +57,20 @@ def assemble_launcher(dest):
 
 def make_specs(share):
     "EG's distributed kernelspecs under `share`/kernels: ipymini's written by `install --gateway distributed`, ipykernel's with its launcher."
-    cmd = [sys.executable, '-m', 'ipymini', 'install', '--gateway', 'distributed', '--prefix', str(share.parent.parent),
-           '--name', SPECS['ipymini']]
+    # EG starts a kernel with the spec's env and the request's KERNEL_* variables, not its own environment: the kernels' own
+    # private home and IPython dir, so that no kernel writes the user's ~/.ipython
+    tmp = share.parent.parent
+    env = dict(HOME=str(tmp/'home'), IPYTHONDIR=str(tmp/'ipython'))
+    cmd = [sys.executable, '-m', 'ipymini', 'install', '--gateway', 'distributed', '--prefix', str(tmp), '--name', SPECS['ipymini'],
+           *(w for kv in env.items() for w in ('--env', *kv))]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
     if p.returncode: raise RuntimeError(f"install --gateway failed: {p.stderr}")
     opts = [w for n in ('kernel-id', 'port-range', 'response-address', 'public-key') for w in (f'--{n}', '{' + n.replace('-', '_') + '}')]
     d = share/'kernels'/SPECS['ipykernel']
     spec = dict(argv=[sys.executable, str(assemble_launcher(d/'scripts')), *opts, '--spark-context-initialization-mode', 'none',
                       '--kernel-class-name', 'ipykernel.ipkernel.IPythonKernel'],
-                display_name='Python 3 (ipykernel, distributed)', language='python', metadata=dict(process_proxy=dict(class_name=PROXY)))
+                display_name='Python 3 (ipykernel, distributed)', language='python', metadata=dict(process_proxy=dict(class_name=PROXY)), env=env)
     (d/'kernel.json').write_text(json.dumps(spec, indent=1))
-    # EG starts a kernel with the spec's env and the request's KERNEL_* variables, not its own environment: the kernels' own
-    # private home and IPython dir, so that no kernel writes the user's ~/.ipython
-    tmp = share.parent.parent
-    for name in SPECS.values():
-        f = share/'kernels'/name/'kernel.json'
-        spec = json.loads(f.read_text())
-        spec['env'] = {**spec.get('env', {}), 'HOME': str(tmp/'home'), 'IPYTHONDIR': str(tmp/'ipython')}
-        f.write_text(json.dumps(spec, indent=1))
 
 # ---- a running EG ----
 
