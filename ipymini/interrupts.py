@@ -2,14 +2,16 @@
 thread the OS delivered the signal to, the cell it interrupts (KeyboardInterrupt into running code, cancellation of an
 awaiting async cell), child subshells' cells (which get no signal), the retry when the signal lands in the kernel's own output
 code, and the KeyboardInterrupt traceback the user sees. Other parts register here: `on_interrupt` (the debugger resumes a
-stopped cell first) and `unsafe` (modules a KeyboardInterrupt must not cut through)."""
-import _thread, asyncio, contextlib, ctypes, itertools, os, signal, sys, threading, time, traceback, types
+stopped cell first), `unsafe` (modules a KeyboardInterrupt must not cut through) and `relayed` (other signals the relay
+thread handles: lifecycle's SIGTERM and SIGUSR1)."""
+import _thread, asyncio, contextlib, ctypes, itertools, logging, os, signal, sys, threading, time, traceback, types
 from .stdin import DebuggerInterrupted
 from . import asyncrun
 
 __all__ = ['Interrupts', 'user_tb', 'show_tb', 'interrupt_thread']
 
 KICK = getattr(signal, 'SIGRTMAX', None)  # a signal no one else uses, to wake the main thread for a SIGINT another thread caught
+log = logging.getLogger('ipymini')
 RETRY = 0.002  # seconds before an interrupt that landed in the kernel's output code is delivered again
 
 def user_tb(tb):
@@ -56,6 +58,8 @@ class Interrupts:
         self.on_interrupt = []  # called first on every SIGINT, on the main thread
         self.cancelled = set()  # cell tasks `cancel_cell` cancelled, until their CancelledError is reported as the interrupt
         self.quit_debugger = set()  # cell tasks whose debugger prompt was interrupted: their error aborts nothing
+        self.relayed = {}  # signal number -> what the relay thread calls when it arrives (lifecycle: SIGTERM, SIGUSR1)
+        self.wakeup = None  # the relay's end of the signal wakeup pipe, once it runs
 
     def install(self):
         "On the main thread: handle SIGINT, wake the main thread for it whichever thread the OS delivers it to, report interrupts."
@@ -68,8 +72,16 @@ class Interrupts:
         r,w = os.pipe()
         os.set_blocking(w, False)
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        self.wakeup = w
         signal.signal(KICK, lambda signum, frame: None)
         _thread.start_new_thread(self._relay, (r,))
+
+    def relays(self):
+        "On the main thread: whether the relay still hears signals (user code's `loop.add_signal_handler` may have taken the wakeup fd)."
+        if self.wakeup is None: return False
+        fd = signal.set_wakeup_fd(self.wakeup, warn_on_full_buffer=False)
+        if fd != self.wakeup: signal.set_wakeup_fd(fd)  # the user's: theirs again
+        return fd == self.wakeup
 
     def send(self):
         "interrupt_request: SIGINT to the kernel's process group when it leads one (as jupyter_client's killpg does), else to the kernel."
@@ -78,10 +90,14 @@ class Interrupts:
         else: os.kill(pid, signal.SIGINT)
 
     def _relay(self, fd):
-        "A thread reading the signal wakeup pipe: after each SIGINT, kick the main thread out of any blocking call (no-op if it is awake)."
+        """A thread reading the signal wakeup pipe: it calls what `relayed` names for a signal, here, whatever the main thread is doing;
+        after each SIGINT, it kicks the main thread out of any blocking call (no-op if it is awake)."""
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, KICK})
         main = threading.main_thread().ident
         while data := os.read(fd, 64):
+            for signum in sorted(set(data) & self.relayed.keys()):
+                try: self.relayed[signum]()
+                except Exception: log.exception("handling signal %d", signum)  # the relay stays: SIGINT needs it
             if signal.SIGINT not in data: continue
             with contextlib.suppress(RuntimeError): self.kernel.loop.call_soon_threadsafe(lambda: None)  # a main thread about to select() wakes too
             signal.pthread_kill(main, KICK)

@@ -3,7 +3,7 @@
 The optional parts plug in through named hook points, each a table or a list declared in `Kernel.__init__`: the handler tables
 (`shell_handlers`, `control_handlers`, `queued_handlers`, `stdin_handlers`), `features`, `before_execute` / `after_execute`, and
 `interrupts.on_interrupt`. Each part's module has a `setup(kernel)`, run once IPython is up (EXTENSIONS)."""
-import asyncio, importlib, json, logging, os, sys, threading
+import _thread, asyncio, importlib, itertools, json, logging, os, sys, threading, time
 from collections.abc import Mapping
 import zmq
 from . import __version__
@@ -26,6 +26,8 @@ EXTENSIONS = ['debugger', 'usage', 'stdin', 'comms', 'streams', 'magics', 'async
 # threads the kernel cannot serve without: one that dies on an exception stops the kernel (see `Kernel.on_thread_death`)
 VITAL = ('ipymini-shell', 'ipymini-control', 'ipymini-stdin', 'ipymini-iopub', 'ipymini-heartbeat', 'ipymini-fdcapture')
 
+STOP_GRACE = 3  # seconds a cell that will not return gets once the kernel is asked to stop
+FINISH_GRACE = 20  # seconds more for the exit itself (IPython's exit operations, atexit handlers, the last replies): then it is cut short
 REPLY_HWM = 1 << 16  # replies queued per client on shell, control and stdin (libzmq's default is 1,000)
 
 class KernelStartError(Exception): "A problem with the connection file or the ports, told to the user in one line."
@@ -117,7 +119,7 @@ class Kernel:
         self.loop = self.done = self.shell = self.history = None  # history: the reader history_request uses (see history.py)
         self.stop_on_error_timeout = 0.
         self.control_parent = None  # the latest control request, for `get_parent('control')`
-        self.stopping = self.tearing_down = False
+        self.stops,self.tearing_down = itertools.count(),False  # next(stops) is 0 for the first request to stop only
         self.exit_status = 0  # the process's, once it stops: 1 after a vital thread died
         if connection_file and unbound: self._write_connection_file()
 
@@ -315,18 +317,21 @@ class Kernel:
 
     # ---- lifecycle ----
     def request_stop(self):
-        "Stop after the current message; a cell that will not return is cut short after a grace period."
-        if self.stopping: return
-        self.stopping = True
+        """Stop after the current message; a cell that will not return is cut short after a grace period. Safe in a signal handler and
+        from any thread: it takes no lock (the code a signal interrupts may hold one) and acts on its first call only."""
+        if next(self.stops): return
         self.loop.call_soon_threadsafe(lambda: self.done.done() or self.done.set_result(None))
-        t = threading.Timer(3, self._hard_exit)
-        t.daemon = True
-        t.start()
+        _thread.start_new_thread(self._hard_exit, ())  # not threading's Timer: its locks may be held by the code a signal interrupted
 
     def _hard_exit(self):
-        if self.tearing_down: return  # the main thread got there first and is finishing
-        log.warning("main thread still busy after shutdown; exiting")
-        self.teardown()
+        time.sleep(STOP_GRACE)
+        if not self.tearing_down:
+            log.warning("main thread still busy after shutdown; exiting")
+            self.teardown()
+        else:  # the main thread got there first and is finishing: it ends well within this, but must not hang the process
+            time.sleep(self.exit_timeout)
+            log.error("exit unfinished %g s after the stop (IPYMINI_EXIT_TIMEOUT); ending the process", STOP_GRACE + self.exit_timeout)
+            lifecycle.dump_stacks()
         crash.stopped()
         os._exit(self.exit_status)
 
@@ -361,6 +366,7 @@ class Kernel:
         asyncio.set_event_loop(self.loop)
         self.done = self.loop.create_future()
         self.stop_on_error_timeout = env_float('IPYMINI_STOP_ON_ERROR_TIMEOUT', 0.)
+        self.exit_timeout = env_float('IPYMINI_EXIT_TIMEOUT', FINISH_GRACE)
         threading.excepthook = self.on_thread_death
         self.iopub.start()
         threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()

@@ -2,7 +2,7 @@
 child processes ended with it, and thread stacks dumped on SIGUSR1."""
 import faulthandler, logging, os, select, signal, threading, time
 
-__all__ = ['setup', 'lead_process_group', 'watch_parent', 'children', 'end_children']
+__all__ = ['setup', 'dump_stacks', 'lead_process_group', 'watch_parent', 'children', 'end_children']
 log = logging.getLogger('ipymini')
 
 # the process's stderr as it was at start: output capture may later point fd 2 at a pipe into IOPub, but a stack dump
@@ -11,14 +11,30 @@ try: ERR_FD = os.dup(2)
 except OSError: ERR_FD = None
 
 def setup(kernel, fault_fd=None):
-    "Install the signal handlers (main thread only) and the launcher watch; called by `Kernel.start`. `fault_fd`: where a crash's stacks go."
+    """Install the signal handlers (main thread only) and the launcher watch; called by `Kernel.start`, after `Interrupts.install`.
+    `fault_fd`: where a crash's stacks go.
+
+    Linux delivers a process's signal to any of its threads, and Python runs the handler only once the main thread runs bytecode:
+    a kernel idle in select() could sleep through a SIGTERM caught by another thread. So SIGTERM and SIGUSR1 are handled by the
+    interrupt relay's thread (it reads the signal wakeup pipe), and by the main thread's handler too where there is no relay."""
     lead_process_group()
     if threading.current_thread() is threading.main_thread():
+        ints = kernel.interrupts
+        ints.relayed[signal.SIGTERM] = kernel.request_stop  # as often as it comes: request_stop acts once
         signal.signal(signal.SIGTERM, lambda signum, frame: kernel.request_stop())
-        if hasattr(signal, 'SIGUSR1') and ERR_FD is not None: faulthandler.register(signal.SIGUSR1, file=ERR_FD, all_threads=True)
+        if hasattr(signal, 'SIGUSR1') and ERR_FD is not None:
+            ints.relayed[signal.SIGUSR1] = dump_stacks
+            signal.signal(signal.SIGUSR1, lambda signum, frame: ints.relays() or dump_stacks())
     # a crash in C code still leaves every thread's stack on stderr (through the crash watcher when there is one: see crash.py)
     if (fd := fault_fd or ERR_FD) is not None: faulthandler.enable(file=fd, all_threads=True)
     watch_parent(kernel.request_stop)
+
+def dump_stacks():
+    """Every thread's stack to the stderr the kernel started with (SIGUSR1). Called from Python, holding the GIL, so no thread's frames
+    change while they are read (faulthandler's own signal handler reads them as they run, and can crash the process)."""
+    os.write(ERR_FD, b"[ipymini] the stack of every thread:\n")
+    faulthandler.dump_traceback(file=ERR_FD, all_threads=True)
+    os.write(ERR_FD, b"[ipymini] end of the stacks\n")
 
 def lead_process_group():
     "Lead a process group of our own (jupyter_client starts us in a new session; by hand we may not be), so the user's children can be found and ended with us."

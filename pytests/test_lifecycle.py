@@ -1,6 +1,6 @@
 """The kernel process's life: shutdown always answered, SIGTERM and a dead launcher take the same clean path, its own
 process group, the user's child processes ended with it, thread stacks on SIGUSR1."""
-import queue, json, os, select, signal, subprocess, sys, textwrap, uuid
+import queue, json, os, select, signal, subprocess, sys, textwrap, time, uuid
 import pytest, psutil
 from jupyter_client import BlockingKernelClient
 from kernel_utils import start_kernel, execute, request, get_reply, TIMEOUT
@@ -33,11 +33,27 @@ def test_shutdown_answered_then_exit(channel, restart, tmp_path):
         assert (tmp_path/'exit').read_text() == 'bye'
 
 def test_sigterm_clean_exit(tmp_path):
-    with start_kernel() as (km,kc):
+    log = tmp_path/'kernel.log'
+    with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
         on_exit_marker(kc, tmp_path/'exit')
         km.provisioner.process.send_signal(signal.SIGTERM)
-        assert km.provisioner.process.wait(TIMEOUT) == 0
+        try: assert km.provisioner.process.wait(TIMEOUT) == 0, log.read_text()
+        except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
         assert (tmp_path/'exit').read_text() == 'bye'
+
+def test_exit_that_hangs_is_cut_short(tmp_path):
+    "An atexit handler that never returns: the process still ends, IPYMINI_EXIT_TIMEOUT later, with every thread's stack in its log."
+    log = tmp_path/'kernel.log'
+    with open(log, 'w') as f, start_kernel(env=dict(IPYMINI_EXIT_TIMEOUT='0.5'), stderr=f) as (km,kc):
+        code = "import atexit\ndef stuck():\n    import threading  # the user's namespace is cleared by then\n    threading.Event().wait()\natexit.register(stuck)"
+        assert execute(kc, code)[0]['content']['status'] == 'ok'
+        p = km.provisioner.process
+        p.send_signal(signal.SIGTERM)
+        try: assert p.wait(TIMEOUT) == 0
+        except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
+    text = log.read_text()
+    assert 'exit unfinished 3.5 s after the stop (IPYMINI_EXIT_TIMEOUT)' in text and dumps(log) == 1, text
+    assert ' in stuck' in text, text
 
 def test_leads_process_group(kernel):
     km,_ = kernel
@@ -114,12 +130,90 @@ def test_launcher_death_shuts_down(tmp_path):
         launcher.kill()
         if 'pid' in locals() and not gone(pid): os.kill(pid, signal.SIGKILL)
 
+def dumps(log): return log.read_text().count('[ipymini] end of the stacks')
+
+def wait_dumps(log, n, p):
+    "Wait for the kernel's log to hold `n` stack dumps; the log on failure says why not (`p`: the kernel process)."
+    deadline = time.monotonic() + TIMEOUT
+    while dumps(log) < n:
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{dumps(log)} of {n} stack dumps; kernel exit status {p.poll()}; log:\n{log.read_text()}")
+        time.sleep(0.005)
+
 def test_sigusr1_dumps_stacks(tmp_path):
     log = tmp_path/'kernel.log'
     with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
-        km.provisioner.process.send_signal(signal.SIGUSR1)
-        try: request(kc, 'kernel_info_request')  # answered: the kernel lives on
-        except queue.Empty: raise AssertionError(f"no kernel_info_reply after SIGUSR1; kernel exit status {km.provisioner.process.poll()}; log:\n{log.read_text()}") from None
+        p = km.provisioner.process
+        p.send_signal(signal.SIGUSR1)
+        wait_dumps(log, 1, p)
+        request(kc, 'kernel_info_request')  # answered: the kernel lives on
         text = log.read_text()
     assert text.count('Thread 0x') + text.count('Current thread 0x') >= 6, text  # main, shell, control, stdin, iopub, heartbeat
     assert 'ipymini/channels.py' in text and 'ipymini/kernel.py' in text
+
+CHURN = """
+import enum, threading
+churning = threading.Event()
+def churn():  # Python code that makes and drops frames and objects without a pause
+    while not churning.is_set():
+        class E(enum.Enum): A = 1
+        [isinstance(x, int) for x in range(50)]
+for _ in range(3): threading.Thread(target=churn, daemon=True).start()
+"""
+
+def test_sigusr1_while_threads_run(tmp_path):
+    "Stack dumps while other threads run Python: each is read under the GIL, so none reads a frame as it changes (and crashes)."
+    log = tmp_path/'kernel.log'
+    with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
+        assert execute(kc, CHURN)[0]['content']['status'] == 'ok'
+        p = km.provisioner.process
+        for n in range(1, 101):
+            p.send_signal(signal.SIGUSR1)
+            wait_dumps(log, n, p)
+        assert execute(kc, "churning.set()")[0]['content']['status'] == 'ok'
+    assert 'in churn' in log.read_text() and dumps(log) == 100  # one dump per signal
+
+# a cell's thread sends the signal to itself once the main thread sleeps in the loop's select(): only that thread is interrupted
+OTHER_THREAD = """
+import atexit, signal, sys, threading, time
+atexit.register(lambda: open({marker!r}, 'w').write('bye'))
+def later():
+    main = threading.main_thread().ident
+    while sys._current_frames()[main].f_code.co_name != 'select': time.sleep(0.001)
+    signal.pthread_kill(threading.get_ident(), signal.{sig})
+threading.Thread(target=later).start()
+"""
+
+def test_sigterm_caught_by_another_thread(tmp_path):
+    "A SIGTERM the OS hands to a thread other than the main one, while the main thread sleeps, still stops the kernel cleanly."
+    log,marker = tmp_path/'kernel.log',tmp_path/'exit'
+    with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
+        assert execute(kc, OTHER_THREAD.format(marker=str(marker), sig='SIGTERM'))[0]['content']['status'] == 'ok'
+        p = km.provisioner.process
+        try: status = p.wait(TIMEOUT)
+        except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
+        assert status == 0, log.read_text()
+        assert marker.read_text() == 'bye'
+
+def test_signals_after_user_code_takes_wakeup_fd(tmp_path):
+    "A cell's asyncio loop with signal handlers takes the signal wakeup fd, and leaves none when it closes: the main thread then handles them."
+    log,marker = tmp_path/'kernel.log',tmp_path/'exit'
+    with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
+        on_exit_marker(kc, marker)
+        code = "import asyncio, signal\nasync def f(): asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, print)\nasyncio.run(f())"
+        assert execute(kc, code)[0]['content']['status'] == 'ok'
+        p = km.provisioner.process
+        p.send_signal(signal.SIGUSR1)
+        wait_dumps(log, 1, p)
+        request(kc, 'kernel_info_request')
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(TIMEOUT) == 0 and marker.read_text() == 'bye'
+    assert dumps(log) == 1
+
+def test_sigusr1_caught_by_another_thread(tmp_path):
+    log = tmp_path/'kernel.log'
+    with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
+        assert execute(kc, OTHER_THREAD.format(marker=str(tmp_path/'exit'), sig='SIGUSR1'))[0]['content']['status'] == 'ok'
+        wait_dumps(log, 1, km.provisioner.process)  # the main thread, still asleep, does not dump them: the relay's thread does
+        assert '/selectors.py' in log.read_text()
+        request(kc, 'kernel_info_request')
