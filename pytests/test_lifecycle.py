@@ -173,13 +173,14 @@ def test_sigusr1_while_threads_run(tmp_path):
         assert execute(kc, "churning.set()")[0]['content']['status'] == 'ok'
     assert 'in churn' in log.read_text() and dumps(log) == 100  # one dump per signal
 
-# a cell's thread sends the signal to itself once the main thread sleeps in the loop's select(): only that thread is interrupted
+# a cell's thread sends the signal to itself once the main thread sleeps in the loop's select() with no timer to wake it (the
+# history write after a cell is one): only that thread is interrupted
 OTHER_THREAD = """
 import atexit, signal, sys, threading, time
 atexit.register(lambda: open({marker!r}, 'w').write('bye'))
 def later():
-    main = threading.main_thread().ident
-    while sys._current_frames()[main].f_code.co_name != 'select': time.sleep(0.001)
+    main,loop = threading.main_thread().ident,get_ipython().kernel.loop
+    while sys._current_frames()[main].f_code.co_name != 'select' or loop._scheduled: time.sleep(0.001)
     signal.pthread_kill(threading.get_ident(), signal.{sig})
 threading.Thread(target=later).start()
 """
