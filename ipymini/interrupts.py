@@ -49,6 +49,14 @@ def current_task():
     try: return asyncio.current_task()
     except RuntimeError: return None
 
+def _plain_child():
+    """In a forked child (multiprocessing's workers, `os.fork` in a cell): Python's own SIGINT, and no wakeup fd. The pipe it shares
+    with the kernel would hand the child's signals to the kernel's relay: a worker's SIGTERM would stop the kernel."""
+    with contextlib.suppress(ValueError):  # (the forking thread is the child's main thread)
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(KICK, signal.SIG_DFL)
+
 class Interrupts:
     "SIGINT for one kernel: `install` on the main thread, `send` for interrupt_request, `reach` for a child subshell's cell."
     def __init__(self, kernel):
@@ -75,6 +83,7 @@ class Interrupts:
         self.wakeup = w
         signal.signal(KICK, lambda signum, frame: None)
         _thread.start_new_thread(self._relay, (r,))
+        os.register_at_fork(after_in_child=_plain_child)
 
     def relays(self):
         "On the main thread: whether the relay still hears signals (user code's `loop.add_signal_handler` may have taken the wakeup fd)."

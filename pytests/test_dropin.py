@@ -1,7 +1,7 @@
 """Drop-in for ipykernel: libraries that recognise a notebook kernel by ipykernel's names pick their notebook mode, and the kernel
 API, logging, forked children, debugger prompts and `exit` behave as under ipykernel. Where a test says "as ipykernel", the same
 cell runs on both kernels (ipykernel's kernelspec `python3` is installed with the test extra)."""
-import os, sys, json, time, subprocess, contextlib
+import os, sys, json, signal, time, subprocess, contextlib
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, outputs, stdout, types, parent_id, collect,
@@ -137,6 +137,23 @@ def test_multiprocessing_output_reaches_the_cell(kc):
     get_reply(kc, msg_id)
     lines = text(iopub_until_idle(kc, msg_id)).splitlines()
     assert lines[0] == 'worker 1' and sorted(lines[1:]) == ['worker 2', 'worker 3']
+
+CHILD_SIGNALS = QUIET_FORK + """import os, signal, time
+def child(sig):
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(60)
+        except KeyboardInterrupt: os._exit(3)
+        os._exit(7)
+    return os.waitpid(pid, 0)[1]
+print([child(s) for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)])"""
+
+def test_forked_child_signals_as_ipykernel(both):
+    "A forked child's SIGTERM and SIGUSR1 end it, its SIGINT is a KeyboardInterrupt, as under ipykernel, and none reaches the kernel."
+    assert text(ok(both[1], CHILD_SIGNALS)) == f"{[int(signal.SIGTERM), int(signal.SIGUSR1), 3 << 8]}\n"  # waitpid statuses: two signals, exit 3
+    assert text(ok(both[1], "print('still here')")) == "still here\n"
 
 # ---- debugger prompts and interrupts ----
 @pytest.mark.parametrize('code', ["import pdb; pdb.set_trace()\nprint('not reached')", "def f(x):\n    breakpoint()\n    return x\nf(1)",
