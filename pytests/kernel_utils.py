@@ -1,5 +1,5 @@
 """Helpers for protocol tests: start ipymini through KernelManager and wait on exact messages."""
-import os, sys, time, contextlib, queue, tempfile
+import os, sys, time, contextlib, fcntl, queue, socket, tempfile
 import pytest
 from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -43,12 +43,50 @@ def check_kernelspec():
     try: return KernelSpecManager().get_kernel_spec(KERNEL_NAME)
     except NoSuchKernel: raise RuntimeError(f"kernelspec {KERNEL_NAME!r} not installed: run `python -m ipymini install --sys-prefix`") from None
 
+# ---- ports no other process takes between their choice and the kernel's bind ----
+PORT_NAMES = ('shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port')
+PORT_COUNTER = '/tmp/ipymini-test-ports'  # one for every suite on the machine (each may have a TMPDIR of its own)
+
+def ephemeral_low():
+    try:
+        with open('/proc/sys/net/ipv4/ip_local_port_range') as f: return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError): return 32768
+
+def bindable(port):
+    with socket.socket() as s:
+        try: s.bind(('127.0.0.1', port))
+        except OSError: return False
+    return True
+
+def kernel_ports():
+    """Ports for one kernel: {shell_port: ..., ...}. jupyter_client picks free ones in the ephemeral range, where the OS may hand one
+    to an outgoing connection or to another process's pick before the kernel binds it ("Address already in use", under parallel
+    suites). These come from below that range, in turn from a counter that every test process on the machine shares."""
+    low = ephemeral_low()
+    base = max(1024, low - 16384)
+    span = low - base
+    with open(PORT_COUNTER, 'a+') as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        try: i = int(f.read() or 0)
+        except ValueError: i = 0
+        ports = []
+        for _ in range(span):
+            if len(ports) == len(PORT_NAMES): break
+            port,i = base + i % span,i + 1
+            if bindable(port): ports.append(port)
+        f.seek(0)
+        f.truncate()
+        f.write(str(i % span))
+    assert len(ports) == len(PORT_NAMES), f"no free ports in {base}-{low}"
+    return dict(zip(PORT_NAMES, ports))
+
 @contextlib.contextmanager
 def start_kernel(env=None, cwd=None, kernel_name=None, **kw):
     "A running kernel (ipymini, or the kernelspec `kernel_name`, e.g. ipykernel's python3) and a ready client, shut down afterwards."
     if kernel_name is None: check_kernelspec()
     use_private_home()
-    km = KernelManager(kernel_name=kernel_name or KERNEL_NAME)
+    km = KernelManager(kernel_name=kernel_name or KERNEL_NAME, **kernel_ports())
     kenv = {**os.environ, **(env or {})}
     km.start_kernel(env=kenv, cwd=cwd, **kw)
     kc = km.client()

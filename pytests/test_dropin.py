@@ -5,7 +5,7 @@ import os, sys, json, signal, time, subprocess, contextlib
 import pytest
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from kernel_utils import (start_kernel, execute, get_reply, iopub_until_idle, interrupt, outputs, stdout, types, parent_id, collect,
-                          TIMEOUT, KERNEL_NAME)
+                          kernel_ports, TIMEOUT, KERNEL_NAME)
 
 KERNELS = [KERNEL_NAME, 'python3']
 
@@ -187,7 +187,7 @@ def kernel_process(tmp_path, *args, cfg=None):
     "`python -m ipymini -f FILE ARGS` started by hand, its stderr kept: (process, connection file)."
     from jupyter_client.connect import write_connection_file
     path = str(tmp_path/'kernel.json')
-    if cfg is None: write_connection_file(path, key=b'k3y')
+    if cfg is None: write_connection_file(path, key=b'k3y', **kernel_ports())
     else: (tmp_path/'kernel.json').write_text(json.dumps(cfg))
     env = {**os.environ, 'IPYTHONDIR': str(tmp_path/'ipython'), 'JUPYTER_RUNTIME_DIR': str(tmp_path/'runtime')}
     p = subprocess.Popen([sys.executable, '-m', 'ipymini', '-f', path, *args], stderr=subprocess.PIPE, text=True, env=env)

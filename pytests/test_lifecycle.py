@@ -3,7 +3,7 @@ process group, the user's child processes ended with it, thread stacks on SIGUSR
 import queue, json, os, select, signal, subprocess, sys, textwrap, time, uuid
 import pytest, psutil
 from jupyter_client import BlockingKernelClient
-from kernel_utils import start_kernel, execute, request, get_reply, TIMEOUT
+from kernel_utils import start_kernel, execute, request, get_reply, kernel_ports, TIMEOUT
 
 def wait_exit(pid, timeout=TIMEOUT):
     "Wait for any process (not only a child) to end; True when it did."
@@ -62,7 +62,7 @@ def test_leads_process_group(kernel):
 
 def connection_file(tmp_path):
     from jupyter_client.connect import write_connection_file
-    path,_ = write_connection_file(str(tmp_path/'conn.json'), key=uuid.uuid4().hex.encode())
+    path,_ = write_connection_file(str(tmp_path/'conn.json'), key=uuid.uuid4().hex.encode(), **kernel_ports())
     return path
 
 def client(path):
@@ -105,7 +105,7 @@ def test_children_ended_on_exit():
 LAUNCHER = """
 import sys, time
 from jupyter_client.manager import KernelManager
-km = KernelManager(kernel_name={name!r})
+km = KernelManager(kernel_name={name!r}, **{ports!r})
 km.start_kernel()
 print(km.connection_file, km.provisioner.process.pid, flush=True)
 sys.stdin.read()
@@ -114,7 +114,7 @@ sys.stdin.read()
 def test_launcher_death_shuts_down(tmp_path):
     "A kernel whose launcher (JPY_PARENT_PID) dies runs its exit handlers and ends."
     from kernel_utils import KERNEL_NAME
-    launcher = subprocess.Popen([sys.executable, '-c', LAUNCHER.format(name=KERNEL_NAME)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    launcher = subprocess.Popen([sys.executable, '-c', LAUNCHER.format(name=KERNEL_NAME, ports=kernel_ports())], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.DEVNULL, text=True)
     try:
         path,pid = launcher.stdout.readline().split()
