@@ -3,6 +3,7 @@ import os, sys, time, contextlib, fcntl, queue, socket, tempfile
 import pytest
 from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+from ipymini.kernel import PORTS
 
 TIMEOUT = float(os.environ.get('IPYMINI_TEST_TIMEOUT', 30))
 KERNEL_NAME = os.environ.get('IPYMINI_TEST_KERNEL', 'ipymini')
@@ -44,7 +45,6 @@ def check_kernelspec():
     except NoSuchKernel: raise RuntimeError(f"kernelspec {KERNEL_NAME!r} not installed: run `python -m ipymini install --sys-prefix`") from None
 
 # ---- ports no other process takes between their choice and the kernel's bind ----
-PORT_NAMES = ('shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port')
 PORT_COUNTER = '/tmp/ipymini-test-ports'  # one for every suite on the machine (each may have a TMPDIR of its own)
 
 def ephemeral_low():
@@ -72,14 +72,14 @@ def kernel_ports():
         except ValueError: i = 0
         ports = []
         for _ in range(span):
-            if len(ports) == len(PORT_NAMES): break
+            if len(ports) == len(PORTS): break
             port,i = base + i % span,i + 1
             if bindable(port): ports.append(port)
         f.seek(0)
         f.truncate()
         f.write(str(i % span))
-    assert len(ports) == len(PORT_NAMES), f"no free ports in {base}-{low}"
-    return dict(zip(PORT_NAMES, ports))
+    assert len(ports) == len(PORTS), f"no free ports in {base}-{low}"
+    return dict(zip(PORTS, ports))
 
 @contextlib.contextmanager
 def start_kernel(env=None, cwd=None, kernel_name=None, **kw):

@@ -1,6 +1,6 @@
 """The kernel process's life: shutdown always answered, SIGTERM and a dead launcher take the same clean path, its own
 process group, the user's child processes ended with it, thread stacks on SIGUSR1."""
-import queue, json, os, select, signal, subprocess, sys, textwrap, time, uuid
+import json, os, select, signal, subprocess, sys, textwrap, time, uuid
 import pytest, psutil
 from jupyter_client import BlockingKernelClient
 from kernel_utils import start_kernel, execute, request, get_reply, kernel_ports, TIMEOUT
@@ -15,6 +15,11 @@ def wait_exit(pid, timeout=TIMEOUT):
 def gone(pid):
     try: return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess: return True
+
+def exit_status(p, log):
+    "The kernel process `p`'s exit status, once it ends; its log `log` says why when it does not within TIMEOUT."
+    try: return p.wait(TIMEOUT)
+    except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
 
 def on_exit_marker(kc, path):
     "A cell that leaves `path` behind when the kernel runs its exit handlers: the clean path was taken."
@@ -37,8 +42,7 @@ def test_sigterm_clean_exit(tmp_path):
     with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
         on_exit_marker(kc, tmp_path/'exit')
         km.provisioner.process.send_signal(signal.SIGTERM)
-        try: assert km.provisioner.process.wait(TIMEOUT) == 0, log.read_text()
-        except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
+        assert exit_status(km.provisioner.process, log) == 0, log.read_text()
         assert (tmp_path/'exit').read_text() == 'bye'
 
 def test_exit_that_hangs_is_cut_short(tmp_path):
@@ -49,8 +53,7 @@ def test_exit_that_hangs_is_cut_short(tmp_path):
         assert execute(kc, code)[0]['content']['status'] == 'ok'
         p = km.provisioner.process
         p.send_signal(signal.SIGTERM)
-        try: assert p.wait(TIMEOUT) == 0
-        except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
+        assert exit_status(p, log) == 0
     text = log.read_text()
     assert 'exit unfinished 3.5 s after the stop (IPYMINI_EXIT_TIMEOUT)' in text and dumps(log) == 1, text
     assert ' in stuck' in text, text
@@ -191,9 +194,7 @@ def test_sigterm_caught_by_another_thread(tmp_path):
     with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
         assert execute(kc, OTHER_THREAD.format(marker=str(marker), sig='SIGTERM'))[0]['content']['status'] == 'ok'
         p = km.provisioner.process
-        try: status = p.wait(TIMEOUT)
-        except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
-        assert status == 0, log.read_text()
+        assert exit_status(p, log) == 0, log.read_text()
         assert marker.read_text() == 'bye'
 
 def test_signals_after_user_code_takes_wakeup_fd(tmp_path):
@@ -208,7 +209,7 @@ def test_signals_after_user_code_takes_wakeup_fd(tmp_path):
         wait_dumps(log, 1, p)
         request(kc, 'kernel_info_request')
         p.send_signal(signal.SIGTERM)
-        assert p.wait(TIMEOUT) == 0 and marker.read_text() == 'bye'
+        assert exit_status(p, log) == 0 and marker.read_text() == 'bye'
     assert dumps(log) == 1
 
 def test_sigusr1_caught_by_another_thread(tmp_path):
