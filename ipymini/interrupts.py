@@ -84,12 +84,15 @@ class Interrupts:
         signal.signal(KICK, lambda signum, frame: None)
         _thread.start_new_thread(self._relay, (r,))
         os.register_at_fork(after_in_child=_plain_child)
+        self.kernel.after_execute.append(lambda msg: self.relays())  # a cell's closed loop left no wakeup fd: the relay's again
 
     def relays(self):
-        "On the main thread: whether the relay still hears signals (user code's `loop.add_signal_handler` may have taken the wakeup fd)."
-        if self.wakeup is None: return False
+        """Whether the relay hears signals now, i.e. holds the signal wakeup fd; on the main thread (else False). User code's
+        `loop.add_signal_handler` takes the fd, and a loop that closes leaves none (-1): the relay takes it back then (a main thread
+        asleep would never see a signal another thread caught), while a user's loop that holds it keeps it."""
+        if self.wakeup is None or threading.current_thread() is not threading.main_thread(): return False
         fd = signal.set_wakeup_fd(self.wakeup, warn_on_full_buffer=False)
-        if fd != self.wakeup: signal.set_wakeup_fd(fd)  # the user's: theirs again
+        if fd not in (-1, self.wakeup): signal.set_wakeup_fd(fd)  # the user's: theirs again
         return fd == self.wakeup
 
     def send(self):

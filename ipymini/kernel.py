@@ -3,7 +3,7 @@
 The optional parts plug in through named hook points, each a table or a list declared in `Kernel.__init__`: the handler tables
 (`shell_handlers`, `control_handlers`, `queued_handlers`, `stdin_handlers`), `features`, `before_execute` / `after_execute`, and
 `interrupts.on_interrupt`. Each part's module has a `setup(kernel)`, run once IPython is up (EXTENSIONS)."""
-import _thread, asyncio, importlib, itertools, json, logging, os, sys, threading, time
+import _thread, asyncio, contextlib, importlib, itertools, json, logging, os, sys, threading, time
 from collections.abc import Mapping
 import zmq
 from . import __version__
@@ -99,6 +99,10 @@ class Kernel:
         self.control_ch = Channel('control', socks['control_port'], self.on_control)
         self.stdin_ch = Channel('stdin', socks['stdin_port'], self.on_stdin)
         self.hb_sock = socks['hb_port']
+        # the heartbeat's echo stops when `hb_stop` sends TERMINATE to its steering socket (a PAIR over inproc)
+        self.hb_stop,self.hb_steer = self.ctx.socket(zmq.PAIR),self.ctx.socket(zmq.PAIR)
+        self.hb_stop.bind('inproc://ipymini-heartbeat')
+        self.hb_steer.connect('inproc://ipymini-heartbeat')
         self.subshells,self.interrupts = Subshells(self),Interrupts(self)
         # ---- hook points: handler tables (msg_type -> handler), filled here and by the parts' `setup` ----
         self.shell_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
@@ -356,6 +360,7 @@ class Kernel:
         # replies still queued in libzmq (the shutdown_reply, the last idle) go out before the process ends
         if any(ch.is_alive() for ch in chans): return
         for ch in chans: ch.sock.close()
+        self.stop_heartbeat()
         t = threading.Thread(target=self.ctx.term, daemon=True)
         t.start()
         t.join(2)
@@ -381,11 +386,22 @@ class Kernel:
         for ch in (self.shell_ch, self.control_ch, self.stdin_ch): ch.start()
 
     def _heartbeat(self):
-        # the echo runs inside libzmq: no Python, no GIL, per beat
-        try: zmq.proxy(self.hb_sock, self.hb_sock)
-        except zmq.ZMQError:
-            if not self.tearing_down: raise  # a heartbeat that stops answering while the kernel serves: see `on_thread_death`
-            self.hb_sock.close(0)  # the context is ending
+        "The heartbeat thread: the echo runs inside libzmq (no Python, no GIL, per beat) until `stop_heartbeat`, then its sockets close."
+        try:
+            try: zmq.proxy_steerable(self.hb_sock, self.hb_sock, None, self.hb_steer)
+            except zmq.ZMQError:
+                if not self.tearing_down: raise
+            # a heartbeat that stops answering while the kernel serves is the kernel's death: see `on_thread_death`
+            if not self.tearing_down: raise RuntimeError("the heartbeat stopped while the kernel serves")
+        finally:
+            self.hb_sock.close(0)
+            self.hb_steer.close(0)
+
+    def stop_heartbeat(self):
+        "End the heartbeat's echo (teardown; a test, to see the kernel stop on it); once only, from one thread at a time."
+        with contextlib.suppress(zmq.ZMQError):
+            self.hb_stop.send(b'TERMINATE')
+            self.hb_stop.close()
 
     def run(self):
         "Serve until shutdown; then save history, run exit handlers and leave."

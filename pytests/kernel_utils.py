@@ -86,9 +86,11 @@ def start_kernel(env=None, cwd=None, kernel_name=None, **kw):
     "A running kernel (ipymini, or the kernelspec `kernel_name`, e.g. ipykernel's python3) and a ready client, shut down afterwards."
     if kernel_name is None: check_kernelspec()
     use_private_home()
-    km = KernelManager(kernel_name=kernel_name or KERNEL_NAME, **kernel_ports())
+    ports = kernel_ports()
+    km = KernelManager(kernel_name=kernel_name or KERNEL_NAME, cache_ports=False, **ports)  # (its port cache would pick others)
     kenv = {**os.environ, **(env or {})}
     km.start_kernel(env=kenv, cwd=cwd, **kw)
+    assert {p: km.get_connection_info()[p] for p in ports} == ports, "the kernel is not on the ports it was given"
     kc = km.client()
     kc.start_channels()
     try:

@@ -108,7 +108,7 @@ def test_children_ended_on_exit():
 LAUNCHER = """
 import sys, time
 from jupyter_client.manager import KernelManager
-km = KernelManager(kernel_name={name!r}, **{ports!r})
+km = KernelManager(kernel_name={name!r}, cache_ports=False, **{ports!r})
 km.start_kernel()
 print(km.connection_file, km.provisioner.process.pid, flush=True)
 sys.stdin.read()
@@ -198,19 +198,23 @@ def test_sigterm_caught_by_another_thread(tmp_path):
         assert marker.read_text() == 'bye'
 
 def test_signals_after_user_code_takes_wakeup_fd(tmp_path):
-    "A cell's asyncio loop with signal handlers takes the signal wakeup fd, and leaves none when it closes: the main thread then handles them."
+    """User code's asyncio loop with a signal handler takes the signal wakeup fd from the relay: while it holds it the main thread's
+    handler dumps the stacks, and once a loop closes (it leaves none) the kernel takes the fd back after the cell, so a signal that
+    another thread catches while the main thread sleeps still reaches the relay."""
     log,marker = tmp_path/'kernel.log',tmp_path/'exit'
+    ok = lambda code: execute(kc, code)[0]['content']['status'] == 'ok'
     with open(log, 'w') as f, start_kernel(stderr=f) as (km,kc):
-        on_exit_marker(kc, marker)
-        code = "import asyncio, signal\nasync def f(): asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, print)\nasyncio.run(f())"
-        assert execute(kc, code)[0]['content']['status'] == 'ok'
         p = km.provisioner.process
-        p.send_signal(signal.SIGUSR1)
+        assert ok("import asyncio, signal, threading\nloop = asyncio.new_event_loop()\nloop.add_signal_handler(signal.SIGUSR2, print)\n"
+                  "signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)")
         wait_dumps(log, 1, p)
-        request(kc, 'kernel_info_request')
-        p.send_signal(signal.SIGTERM)
+        assert ok("loop.close()")
+        assert ok(OTHER_THREAD.format(marker=str(marker), sig='SIGUSR1'))
+        wait_dumps(log, 2, p)
+        assert ok("async def f(): asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, print)\nasyncio.run(f())")
+        assert ok(OTHER_THREAD.format(marker=str(marker), sig='SIGTERM'))
         assert exit_status(p, log) == 0 and marker.read_text() == 'bye'
-    assert dumps(log) == 1
+    assert dumps(log) == 2
 
 def test_sigusr1_caught_by_another_thread(tmp_path):
     log = tmp_path/'kernel.log'

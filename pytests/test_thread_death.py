@@ -6,7 +6,7 @@ from kernel_utils import start_kernel, execute, get_reply, stdout, TIMEOUT
 
 # how a cell breaks each thread: the thread runs the broken piece when the test then wakes it
 BREAK = dict(shell="k.shell_ch.on_wake = boom", control="k.control_ch.on_wake = boom", stdin="k.stdin_ch.on_wake = boom",
-             iopub="k.iopub.channel.on_wake = boom", heartbeat="k.hb_sock.close(0)",
+             iopub="k.iopub.channel.on_wake = boom", heartbeat="k.stop_heartbeat()",
              # a child writes to fd 1 once the test says so, after the cell: no end-of-cell flush of the cell's own can drain it first
              fdcapture="import subprocess\nk.fd_capture.wait = None\nsubprocess.Popen(['sh', '-c', 'read x < go; echo wake the fd thread'])")
 NAMES = dict(shell='ipymini-shell', control='ipymini-control', stdin='ipymini-stdin', iopub='ipymini-iopub', heartbeat='ipymini-heartbeat',
@@ -33,7 +33,7 @@ def test_vital_thread_death_stops_the_kernel(which, tmp_path):
         assert not km.is_alive()
     log = err.read_text()
     assert f"thread {NAMES[which]} died; stopping the kernel" in log, log
-    assert 'Traceback' in log and dict(heartbeat='ZMQError', fdcapture="AttributeError: 'NoneType' object has no attribute 'poll'").get(
+    assert 'Traceback' in log and dict(heartbeat='RuntimeError: the heartbeat stopped while the kernel serves', fdcapture="AttributeError: 'NoneType' object has no attribute 'poll'").get(
         which, 'RuntimeError: broken on purpose') in log, log
 
 def test_user_thread_death_goes_to_the_cell():
