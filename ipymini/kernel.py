@@ -103,6 +103,7 @@ class Kernel:
         self.hb_stop,self.hb_steer = self.ctx.socket(zmq.PAIR),self.ctx.socket(zmq.PAIR)
         self.hb_stop.bind('inproc://ipymini-heartbeat')
         self.hb_steer.connect('inproc://ipymini-heartbeat')
+        self.hb_thread,self.hb_stops = threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True),itertools.count()
         self.subshells,self.interrupts = Subshells(self),Interrupts(self)
         # ---- hook points: handler tables (msg_type -> handler), filled here and by the parts' `setup` ----
         self.shell_handlers = dict(kernel_info_request=self.kernel_info, connect_request=self.connect_info,
@@ -361,6 +362,8 @@ class Kernel:
         if any(ch.is_alive() for ch in chans): return
         for ch in chans: ch.sock.close()
         self.stop_heartbeat()
+        if self.hb_thread.is_alive(): self.hb_thread.join(2)  # it has read the TERMINATE: a PAIR that closes right after sending can lose what it sent
+        self.hb_stop.close()
         t = threading.Thread(target=self.ctx.term, daemon=True)
         t.start()
         t.join(2)
@@ -374,7 +377,7 @@ class Kernel:
         self.exit_timeout = env_float('IPYMINI_EXIT_TIMEOUT', FINISH_GRACE)
         threading.excepthook = self.on_thread_death
         self.iopub.start()
-        threading.Thread(target=self._heartbeat, name='ipymini-heartbeat', daemon=True).start()
+        self.hb_thread.start()
         self.shell = bridge.make_shell(self, argv=self.argv)
         self.history = history.Reader(self.shell.history_manager)
         sys.stdout,sys.stderr = OutStream('stdout', self.iopub, 1),OutStream('stderr', self.iopub, 2)
@@ -398,10 +401,9 @@ class Kernel:
             self.hb_steer.close(0)
 
     def stop_heartbeat(self):
-        "End the heartbeat's echo (teardown; a test, to see the kernel stop on it); once only, from one thread at a time."
-        with contextlib.suppress(zmq.ZMQError):
-            self.hb_stop.send(b'TERMINATE')
-            self.hb_stop.close()
+        "End the heartbeat's echo (teardown; a test, to see the kernel stop on it); acts on its first call only."
+        if next(self.hb_stops): return
+        with contextlib.suppress(zmq.ZMQError): self.hb_stop.send(b'TERMINATE', zmq.NOBLOCK)  # (EAGAIN: its thread is gone)
 
     def run(self):
         "Serve until shutdown; then save history, run exit handlers and leave."

@@ -1,5 +1,5 @@
 """Helpers for protocol tests: start ipymini through KernelManager and wait on exact messages."""
-import os, sys, time, contextlib, fcntl, queue, socket, tempfile
+import os, signal, subprocess, sys, time, contextlib, fcntl, queue, socket, tempfile
 import pytest
 from jupyter_client.manager import KernelManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -99,6 +99,16 @@ def start_kernel(env=None, cwd=None, kernel_name=None, **kw):
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+def exit_status(p, log):
+    """The kernel process `p`'s exit status, once it ends. One still running after TIMEOUT fails the test with its log `log`, and in
+    that log every thread's stack (SIGUSR1), which shows where it is stuck."""
+    try: return p.wait(TIMEOUT)
+    except subprocess.TimeoutExpired: pass
+    p.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + TIMEOUT
+    while '[ipymini] end of the stacks' not in log.read_text() and time.monotonic() < deadline: time.sleep(0.05)
+    raise AssertionError(f"kernel still running after {TIMEOUT:g} s; its log, with its threads' stacks:\n{log.read_text()}")
 
 def parent_id(msg): return msg.get('parent_header', {}).get('msg_id')
 

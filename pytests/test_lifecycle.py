@@ -3,7 +3,7 @@ process group, the user's child processes ended with it, thread stacks on SIGUSR
 import json, os, select, signal, subprocess, sys, textwrap, time, uuid
 import pytest, psutil
 from jupyter_client import BlockingKernelClient
-from kernel_utils import start_kernel, execute, request, get_reply, kernel_ports, TIMEOUT
+from kernel_utils import start_kernel, execute, request, get_reply, kernel_ports, exit_status, TIMEOUT
 
 def wait_exit(pid, timeout=TIMEOUT):
     "Wait for any process (not only a child) to end; True when it did."
@@ -15,11 +15,6 @@ def wait_exit(pid, timeout=TIMEOUT):
 def gone(pid):
     try: return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess: return True
-
-def exit_status(p, log):
-    "The kernel process `p`'s exit status, once it ends; its log `log` says why when it does not within TIMEOUT."
-    try: return p.wait(TIMEOUT)
-    except subprocess.TimeoutExpired: raise AssertionError(f"kernel still running after SIGTERM; log:\n{log.read_text()}") from None
 
 def on_exit_marker(kc, path):
     "A cell that leaves `path` behind when the kernel runs its exit handlers: the clean path was taken."

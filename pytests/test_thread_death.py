@@ -2,7 +2,7 @@
 and stops the kernel, exit status 1, so the front end's restarter brings up a new one; the kernel never half answers. A user's
 thread that dies prints its traceback to the cell, as in ipykernel, and the kernel serves on."""
 import os, re, pytest
-from kernel_utils import start_kernel, execute, get_reply, stdout, TIMEOUT
+from kernel_utils import start_kernel, execute, get_reply, stdout, exit_status
 
 # how a cell breaks each thread: the thread runs the broken piece when the test then wakes it
 BREAK = dict(shell="k.shell_ch.on_wake = boom", control="k.control_ch.on_wake = boom", stdin="k.stdin_ch.on_wake = boom",
@@ -29,7 +29,7 @@ def test_vital_thread_death_stops_the_kernel(which, tmp_path):
         # the shell thread dies as it wakes to send this cell's reply; the others are woken by what the test sends next
         if which != 'shell': assert get_reply(kc, mid)['content']['status'] == 'ok'
         wake(kc, which, tmp_path)
-        assert km.provisioner.process.wait(TIMEOUT) == 1
+        assert exit_status(km.provisioner.process, err) == 1
         assert not km.is_alive()
     log = err.read_text()
     assert f"thread {NAMES[which]} died; stopping the kernel" in log, log
