@@ -390,11 +390,11 @@ class Kernel:
 
     def _heartbeat(self):
         "The heartbeat thread: the echo runs inside libzmq (no Python, no GIL, per beat) until `stop_heartbeat`, then its sockets close."
-        try:
-            try: zmq.proxy_steerable(self.hb_sock, self.hb_sock, None, self.hb_steer)
-            except zmq.ZMQError:
-                if not self.tearing_down: raise
-            # a heartbeat that stops answering while the kernel serves is the kernel's death: see `on_thread_death`
+        # a heartbeat that stops answering while the kernel serves is the kernel's death: see `on_thread_death`
+        try: zmq.proxy_steerable(self.hb_sock, self.hb_sock, None, self.hb_steer)
+        except zmq.ZMQError:
+            if not self.tearing_down: raise
+        else:
             if not self.tearing_down: raise RuntimeError("the heartbeat stopped while the kernel serves")
         finally:
             self.hb_sock.close(0)

@@ -100,14 +100,18 @@ def start_kernel(env=None, cwd=None, kernel_name=None, **kw):
         kc.stop_channels()
         km.shutdown_kernel(now=True)
 
+def dumps(log):
+    "How many stack dumps (SIGUSR1) the kernel's log `log` holds."
+    return log.read_text().count('[ipymini] end of the stacks')
+
 def exit_status(p, log):
     """The kernel process `p`'s exit status, once it ends. One still running after TIMEOUT fails the test with its log `log`, and in
     that log every thread's stack (SIGUSR1), which shows where it is stuck."""
     try: return p.wait(TIMEOUT)
     except subprocess.TimeoutExpired: pass
+    n,deadline = dumps(log),time.monotonic() + TIMEOUT
     p.send_signal(signal.SIGUSR1)
-    deadline = time.monotonic() + TIMEOUT
-    while '[ipymini] end of the stacks' not in log.read_text() and time.monotonic() < deadline: time.sleep(0.05)
+    while dumps(log) == n and time.monotonic() < deadline: time.sleep(0.05)
     raise AssertionError(f"kernel still running after {TIMEOUT:g} s; its log, with its threads' stacks:\n{log.read_text()}")
 
 def parent_id(msg): return msg.get('parent_header', {}).get('msg_id')

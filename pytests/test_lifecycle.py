@@ -3,7 +3,7 @@ process group, the user's child processes ended with it, thread stacks on SIGUSR
 import json, os, select, signal, subprocess, sys, textwrap, time, uuid
 import pytest, psutil
 from jupyter_client import BlockingKernelClient
-from kernel_utils import start_kernel, execute, request, get_reply, kernel_ports, exit_status, TIMEOUT
+from kernel_utils import start_kernel, execute, request, get_reply, kernel_ports, exit_status, dumps, TIMEOUT
 
 def wait_exit(pid, timeout=TIMEOUT):
     "Wait for any process (not only a child) to end; True when it did."
@@ -127,8 +127,6 @@ def test_launcher_death_shuts_down(tmp_path):
     finally:
         launcher.kill()
         if 'pid' in locals() and not gone(pid): os.kill(pid, signal.SIGKILL)
-
-def dumps(log): return log.read_text().count('[ipymini] end of the stacks')
 
 def wait_dumps(log, n, p):
     "Wait for the kernel's log to hold `n` stack dumps; the log on failure says why not (`p`: the kernel process)."
