@@ -49,14 +49,6 @@ def current_task():
     try: return asyncio.current_task()
     except RuntimeError: return None
 
-def _plain_child():
-    """In a forked child (multiprocessing's workers, `os.fork` in a cell): Python's own SIGINT, and no wakeup fd. The pipe it shares
-    with the kernel would hand the child's signals to the kernel's relay: a worker's SIGTERM would stop the kernel."""
-    with contextlib.suppress(ValueError):  # (the forking thread is the child's main thread)
-        signal.set_wakeup_fd(-1)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(KICK, signal.SIG_DFL)
-
 class Interrupts:
     "SIGINT for one kernel: `install` on the main thread, `send` for interrupt_request, `reach` for a child subshell's cell."
     def __init__(self, kernel):
@@ -68,12 +60,14 @@ class Interrupts:
         self.quit_debugger = set()  # cell tasks whose debugger prompt was interrupted: their error aborts nothing
         self.relayed = {}  # signal number -> what the relay thread calls when it arrives (lifecycle: SIGTERM, SIGUSR1)
         self.wakeup = None  # the relay's end of the signal wakeup pipe, once it runs
+        self.forking = threading.local()  # per forking thread: the signals `_fork_begins` blocked
 
     def install(self):
         "On the main thread: handle SIGINT, wake the main thread for it whichever thread the OS delivers it to, report interrupts."
         self.report()  # a cell is cancelled without a SIGINT too: deleting its subshell, interrupting a child subshell
         if threading.current_thread() is not threading.main_thread(): return
         signal.signal(signal.SIGINT, self.on_sigint)
+        os.register_at_fork(before=self._fork_begins, after_in_parent=self._fork_ends, after_in_child=self._plain_child)
         if KICK is None: return
         # Linux may deliver a process-wide signal to any thread (e.g. one running at that moment): Python then runs the handler only
         # when the main thread next runs bytecode, which a main thread asleep in time.sleep() or select() may not do for minutes
@@ -83,8 +77,30 @@ class Interrupts:
         self.wakeup = w
         signal.signal(KICK, lambda signum, frame: None)
         _thread.start_new_thread(self._relay, (r,))
-        os.register_at_fork(after_in_child=_plain_child)
         self.kernel.after_execute.append(lambda msg: self.relays())  # a cell's closed loop left no wakeup fd: the relay's again
+
+    def _fork_begins(self):
+        """Before a fork: block, in the forking thread, the signals whose handlers are the kernel's. The child inherits the mask, so a
+        signal sent to it before `_plain_child` ran (a pool terminated while its worker starts) waits for Python's own handling
+        instead of running the kernel's: its C handler would write it into the wakeup pipe the kernel's relay reads."""
+        sigs = {signal.SIGINT, KICK, *self.relayed} - {None}
+        self.forking.blocked = sigs - signal.pthread_sigmask(signal.SIG_BLOCK, sigs)  # (those the thread had blocked stay so)
+
+    def _fork_ends(self):
+        "After a fork, in the parent and last in the child: unblock what `_fork_begins` blocked; a pending signal is handled now."
+        blocked,self.forking.blocked = getattr(self.forking, 'blocked', set()),set()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, blocked)
+
+    def _plain_child(self):
+        """In a forked child (multiprocessing's workers, `os.fork` in a cell): Python's own signal handling, as a child of ipykernel
+        has. SIGINT raises KeyboardInterrupt; the relayed signals (lifecycle's SIGTERM and SIGUSR1) end it; and no wakeup fd, whose
+        pipe it shares with the kernel: the relay would take the child's signals for the kernel's (a worker's SIGTERM stopped it)."""
+        try:
+            with contextlib.suppress(ValueError):  # (the forking thread is the child's main thread)
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                for sig in {KICK, *self.relayed} - {None}: signal.signal(sig, signal.SIG_DFL)
+        finally: self._fork_ends()
 
     def relays(self):
         """Whether the relay hears signals now, i.e. holds the signal wakeup fd; on the main thread (else False). User code's

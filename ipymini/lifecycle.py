@@ -1,6 +1,6 @@
 """The kernel process's life: its own process group, a clean stop on SIGTERM or when its launcher dies, the user's
 child processes ended with it, and thread stacks dumped on SIGUSR1."""
-import contextlib, faulthandler, logging, os, select, signal, threading, time
+import faulthandler, logging, os, select, signal, threading, time
 
 __all__ = ['setup', 'dump_stacks', 'lead_process_group', 'watch_parent', 'children', 'end_children']
 log = logging.getLogger('ipymini')
@@ -25,16 +25,9 @@ def setup(kernel, fault_fd=None):
         if hasattr(signal, 'SIGUSR1') and ERR_FD is not None:
             ints.relayed[signal.SIGUSR1] = dump_stacks
             signal.signal(signal.SIGUSR1, lambda signum, frame: ints.relays() or dump_stacks())
-        os.register_at_fork(after_in_child=_plain_child)
     # a crash in C code still leaves every thread's stack on stderr (through the crash watcher when there is one: see crash.py)
     if (fd := fault_fd or ERR_FD) is not None: faulthandler.enable(file=fd, all_threads=True)
     watch_parent(kernel.request_stop)
-
-def _plain_child():
-    "In a forked child: SIGTERM and SIGUSR1 end it, as they end a child of ipykernel; the kernel's handlers are not the child's."
-    with contextlib.suppress(ValueError):
-        for sig in (signal.SIGTERM, getattr(signal, 'SIGUSR1', None)):
-            if sig is not None: signal.signal(sig, signal.SIG_DFL)
 
 def dump_stacks():
     """Every thread's stack to the stderr the kernel started with (SIGUSR1). Called from Python, holding the GIL, so no thread's frames

@@ -155,6 +155,35 @@ def test_forked_child_signals_as_ipykernel(both):
     assert text(ok(both[1], CHILD_SIGNALS)) == f"{[int(signal.SIGTERM), int(signal.SIGUSR1), 3 << 8]}\n"  # waitpid statuses: two signals, exit 3
     assert text(ok(both[1], "print('still here')")) == "still here\n"
 
+# a startup file's fork hook, which runs in a forked child before the kernel's own: it holds the child there until the cell lets it go
+HOLD = """import os
+held = {}
+def _hold():
+    if 'fd' in held: os.read(held['fd'], 1)
+os.register_at_fork(after_in_child=_hold)"""
+SIGNAL_WHILE_HELD = QUIET_FORK + """import os, signal
+def child(sig):
+    r,w = os.pipe()
+    held['fd'] = r
+    pid = os.fork()
+    if pid == 0: os._exit(7)
+    del held['fd']
+    os.kill(pid, sig)
+    os.write(w, b'x')
+    os.close(r), os.close(w)
+    return os.waitpid(pid, 0)[1]
+print([child(s) for s in (signal.SIGTERM, signal.SIGUSR1)])"""
+
+@pytest.mark.parametrize('name', KERNELS)
+def test_signal_to_a_starting_child_as_ipykernel(name, tmp_path):
+    """A signal that reaches a forked child before the kernel's fork hooks ran in it (a multiprocessing pool terminated while a worker
+    starts) ends the child as under ipykernel, and does not reach the kernel (the kernel's handlers in the child would hand it on)."""
+    (tmp_path/'profile_default'/'startup').mkdir(parents=True)
+    (tmp_path/'profile_default'/'startup'/'00-hold.py').write_text(HOLD)
+    with start_kernel(env=dict(IPYTHONDIR=str(tmp_path)), kernel_name=None if name == KERNEL_NAME else name) as (km,kc):
+        assert text(ok(kc, SIGNAL_WHILE_HELD)) == f"{[int(signal.SIGTERM), int(signal.SIGUSR1)]}\n"  # waitpid statuses: both signals
+        assert text(ok(kc, "print('still here')")) == "still here\n"
+
 # ---- debugger prompts and interrupts ----
 @pytest.mark.parametrize('code', ["import pdb; pdb.set_trace()\nprint('not reached')", "def f(x):\n    breakpoint()\n    return x\nf(1)",
                                   "%debug"])
