@@ -79,11 +79,15 @@ class Interrupts:
         _thread.start_new_thread(self._relay, (r,))
         self.kernel.after_execute.append(lambda msg: self.relays())  # a cell's closed loop left no wakeup fd: the relay's again
 
+    def handled(self):
+        "The signals whose handlers are the kernel's: SIGINT, KICK and the relayed ones; a forked child gets Python's for each."
+        return {signal.SIGINT, KICK, *self.relayed} - {None}
+
     def _fork_begins(self):
         """Before a fork: block, in the forking thread, the signals whose handlers are the kernel's. The child inherits the mask, so a
         signal sent to it before `_plain_child` ran (a pool terminated while its worker starts) waits for Python's own handling
         instead of running the kernel's: its C handler would write it into the wakeup pipe the kernel's relay reads."""
-        sigs = {signal.SIGINT, KICK, *self.relayed} - {None}
+        sigs = self.handled()
         self.forking.blocked = sigs - signal.pthread_sigmask(signal.SIG_BLOCK, sigs)  # (those the thread had blocked stay so)
 
     def _fork_ends(self):
@@ -99,7 +103,7 @@ class Interrupts:
             with contextlib.suppress(ValueError):  # (the forking thread is the child's main thread)
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-                for sig in {KICK, *self.relayed} - {None}: signal.signal(sig, signal.SIG_DFL)
+                for sig in self.handled() - {signal.SIGINT}: signal.signal(sig, signal.SIG_DFL)
         finally: self._fork_ends()
 
     def relays(self):
